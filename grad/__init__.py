@@ -1,0 +1,31 @@
+"""grad: a small reverse-mode autograd engine on a switchable array backend.
+
+    import grad
+    x = grad.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    x.grad            # array([2., 4.], dtype=float32)
+
+Modules: ``grad.backend`` (NumPy / CuPy / array_api_strict), ``grad.tensor`` (Tensor, backward),
+``grad.ops`` (primitive ops), ``grad.functional`` (softmax, losses, embedding, dropout, LSTM
+cells), ``grad.nn`` (layers), ``grad.optim`` (SGD, Adam), ``grad.gradcheck``.
+"""
+from . import backend
+from .backend import Generator, manual_seed
+from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad
+from .ops import (add, amax, argmax, bmm, cat, concat, div, exp, expand, gather, index_select, log,
+                  masked_fill, matmul, max, mean, mul, permute, relu, reshape, sigmoid, split,
+                  sqrt, squeeze, stack, sub, sum, tanh, topk, transpose, unsqueeze, view, where)
+from .factories import arange, full, ones, rand, randn, tensor, zeros, zeros_like, ones_like
+from . import functional
+from . import nn
+from . import optim
+from .gradcheck import GradcheckError, gradcheck
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``grad.float32``, ``grad.float64``, ``grad.int64``, ``grad.bool``: the active backend's dtypes."""
+    if name in ("float32", "float64", "int64", "int32", "bool"):
+        return backend.get_dtype(name)
+    raise AttributeError(f"module 'grad' has no attribute {name!r}")

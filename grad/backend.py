@@ -1,0 +1,294 @@
+"""The array backend: which array library ``grad`` computes with.
+
+This is the only module of ``grad`` that imports NumPy or CuPy. Everything else asks it for the
+active *namespace* ``xp`` and writes its math with the Python array API standard
+(``xp.sum(x, axis=1, keepdims=True)``, ``xp.matmul``, ``xp.concat``, ...), so the same code runs on
+
+* ``"numpy"``            -- NumPy 2 on the CPU (the default);
+* ``"cupy"``             -- CuPy >= 14.1 on an NVIDIA GPU;
+* ``"array_api_strict"`` -- the reference implementation of the standard, with arrays placed on
+  ``array_api_strict.Device("device1")``. It refuses anything outside the standard and any silent
+  conversion to a host NumPy array, so a test run on it proves no NumPy-only call slipped in.
+
+Choose with ``grad.backend.use("cupy")`` (also a context manager), or the environment variable
+``GRAD_BACKEND`` before the first import.
+
+The few needs the standard does not cover live here as small functions with tests of their own:
+``scatter_add`` (the gradient of a gather), host-side seeded random numbers (``Generator``) moved
+to the device, and ``to_numpy`` (device -> host copy).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "array_api_strict")
+
+xp = np              # the active array namespace (read it as ``backend.xp``, not by ``from ... import``)
+_name = "numpy"
+_device = None       # the device new arrays are placed on (``None``: the namespace's default)
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that cannot run here; the message says why and how to fix it."""
+
+
+def _load(name: str):
+    """Import the namespace for ``name`` and return ``(namespace, device)``."""
+    if name == "numpy":
+        return np, None
+    if name == "array_api_strict":
+        try:
+            import array_api_strict
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise BackendError(
+                "backend 'array_api_strict' needs the package array-api-strict: "
+                "pip install 'minis2s[test]'") from exc
+        return array_api_strict, array_api_strict.Device("device1")
+    if name == "cupy":
+        try:
+            import cupy
+        except ImportError as exc:
+            raise BackendError(
+                "backend 'cupy': CuPy is not installed. Install it for your CUDA version: "
+                "pip install 'minis2s[gpu]' (CUDA 12, cupy-cuda12x) or pip install cupy-cuda13x "
+                "(CUDA 13); or use the 'numpy' backend") from exc
+        if not cupy.is_available():
+            raise BackendError(
+                "backend 'cupy': CuPy is installed but no usable CUDA device was found "
+                "(cupy.is_available() is False). Check that this machine has an NVIDIA GPU and "
+                "driver (nvidia-smi), or use the 'numpy' backend")
+        return cupy, None
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+class use:
+    """Switch the active backend: ``use("cupy")`` or, restoring the old one afterwards,
+    ``with use("array_api_strict"): ...``.
+
+    Tensors keep the arrays they were made with; switch backends before building a model (or move
+    it with ``module.to("cupy")``).
+    """
+
+    def __init__(self, name: str):
+        global xp, _name, _device
+        self._previous = (xp, _name, _device)
+        xp, _device = _load(name)
+        _name = name
+
+    def __enter__(self):
+        return xp
+
+    def __exit__(self, *exc_info):
+        global xp, _name, _device
+        xp, _name, _device = self._previous
+        return False
+
+
+def get_xp():
+    """The active array namespace."""
+    return xp
+
+
+def name() -> str:
+    """The active backend's name: ``"numpy"``, ``"cupy"`` or ``"array_api_strict"``."""
+    return _name
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees a usable CUDA device."""
+    try:
+        _load("cupy")
+    except BackendError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------- dtypes
+def get_dtype(spec):
+    """The active namespace's dtype for ``spec``: a name (``"float32"``) or a dtype object."""
+    if isinstance(spec, str):
+        if spec not in ("float32", "float64", "int64", "int32", "bool"):
+            raise ValueError(f"unsupported dtype {spec!r}")
+        return getattr(xp, spec)
+    return spec
+
+
+def dtype_name(dt) -> str:
+    """The portable name of a dtype object (``"float32"``, ``"int64"``, ...)."""
+    for n in ("float32", "float64", "int64", "int32", "bool", "int8", "uint8", "int16"):
+        if dt == getattr(xp, n):
+            return n
+    return str(dt)
+
+
+def is_floating(dt) -> bool:
+    return xp.isdtype(dt, "real floating")
+
+
+# ----------------------------------------------------------------------------- host <-> device
+def is_array(obj) -> bool:
+    """Whether ``obj`` is an array of the active namespace."""
+    if _name == "numpy":
+        return isinstance(obj, np.ndarray)
+    return hasattr(obj, "__array_namespace__") and obj.__array_namespace__() is xp
+
+
+def asarray(obj, dtype=None):
+    """Put Python data, a host NumPy array or an array of the active namespace onto the device.
+
+    Python floats become float32 and Python ints int64 unless ``dtype`` says otherwise (PyTorch's
+    rule); NumPy arrays keep their dtype.
+    """
+    if is_array(obj):
+        return obj if dtype is None else xp.astype(obj, get_dtype(dtype))
+    host = np.asarray(obj)
+    if dtype is not None:
+        host = host.astype(dtype_name(dtype))
+    elif host.dtype == np.float64 and not isinstance(obj, (np.ndarray, np.generic)):
+        host = host.astype(np.float32)          # Python floats (and lists of them) -> float32
+    return from_numpy(host)
+
+
+def from_numpy(host: np.ndarray):
+    """Copy a host NumPy array to the active backend's device, keeping its dtype."""
+    if _name == "numpy":
+        return host
+    if _name == "cupy":
+        return xp.asarray(host)
+    return xp.asarray(host, device=_device)
+
+
+def to_numpy(a) -> np.ndarray:
+    """A host NumPy copy of an array of any backend (NumPy arrays are returned as they are)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    ns = a.__array_namespace__()
+    if hasattr(ns, "Device") and hasattr(a, "to_device"):   # array_api_strict
+        a = a.to_device(ns.Device("CPU_DEVICE"))
+    return np.asarray(a)
+
+
+def zeros(shape, like):
+    """Zeros of ``shape`` with the dtype and device of the array ``like``."""
+    ns = like.__array_namespace__() if _name != "numpy" else np
+    if _name == "array_api_strict":
+        return ns.zeros(shape, dtype=like.dtype, device=like.device)
+    return ns.zeros(shape, dtype=like.dtype)
+
+
+def full(shape, value, like, dtype=None):
+    """An array of ``shape`` filled with ``value``, on the device of ``like``."""
+    dt = like.dtype if dtype is None else dtype
+    if _name == "array_api_strict":
+        return xp.full(shape, value, dtype=dt, device=like.device)
+    return xp.full(shape, value, dtype=dt)
+
+
+def arange(n, like, dtype=None):
+    """``[0, 1, ..., n-1]`` as int64 (or ``dtype``) on the device of ``like``."""
+    dt = xp.int64 if dtype is None else dtype
+    if _name == "array_api_strict":
+        return xp.arange(n, dtype=dt, device=like.device)
+    return xp.arange(n, dtype=dt)
+
+
+def new(shape, value, dtype):
+    """A fresh array of ``shape`` filled with ``value`` on the active device."""
+    dt = get_dtype(dtype)
+    if _name == "array_api_strict":
+        return xp.full(shape, value, dtype=dt, device=_device)
+    return xp.full(shape, value, dtype=dt)
+
+
+def new_arange(start, stop=None, step=1, dtype="int64"):
+    dt = get_dtype(dtype)
+    if stop is None:
+        start, stop = 0, start
+    if _name == "array_api_strict":
+        return xp.arange(start, stop, step, dtype=dt, device=_device)
+    return xp.arange(start, stop, step, dtype=dt)
+
+
+# ---------------------------------------------------------------------------- scatter-add
+def scatter_add(index, values, n_rows: int):
+    """Rows of ``values`` summed into ``n_rows`` slots: ``out[index[i]] += values[i]``.
+
+    ``index``: 1-D integer array ``(N,)``; ``values``: ``(N, ...)``; returns ``(n_rows, ...)``.
+    Repeated indices accumulate (this is the backward of ``take``/embedding lookup).
+    """
+    out = zeros((n_rows,) + tuple(values.shape[1:]), like=values)
+    if _name in ("numpy", "cupy"):
+        xp.add.at(out, index, values)       # not the removed ``cupy.scatter_add``
+        return out
+    # Portable fallback (array_api_strict): a one-hot matrix times the values.
+    onehot = index[None, :] == arange(n_rows, like=values)[:, None]           # (n_rows, N)
+    flat = xp.reshape(values, (values.shape[0], -1))                            # (N, D)
+    summed = xp.matmul(xp.astype(onehot, values.dtype), flat)                  # (n_rows, D)
+    return xp.reshape(summed, out.shape)
+
+
+# ----------------------------------------------------------------------------- random numbers
+class Generator:
+    """A seeded source of random numbers, drawn on the host with NumPy's PCG64 and moved to the
+    active device.
+
+    Drawing on the host makes every backend produce the same numbers for the same seed, and the
+    state is a small JSON-able dict (``state_dict()``) that a checkpoint can save and restore.
+    """
+
+    def __init__(self, seed: int | None = 0):
+        self.manual_seed(seed)
+
+    def manual_seed(self, seed: int | None):
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+        return self
+
+    def state_dict(self) -> dict:
+        return self._rng.bit_generator.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
+    # Host draws (NumPy arrays), for data shuffling and the like.
+    def host_permutation(self, n: int) -> np.ndarray:
+        return self._rng.permutation(n)
+
+    def host_random(self, size=None) -> np.ndarray:
+        return self._rng.random(size)
+
+    def host_integers(self, low, high, size=None):
+        return self._rng.integers(low, high, size)
+
+    # Device draws.
+    def normal(self, shape, mean=0.0, std=1.0, dtype="float32"):
+        host = self._rng.normal(mean, std, size=tuple(shape)).astype(dtype_name(dtype))
+        return from_numpy(host)
+
+    def uniform(self, shape, low=0.0, high=1.0, dtype="float32"):
+        host = self._rng.uniform(low, high, size=tuple(shape)).astype(dtype_name(dtype))
+        return from_numpy(host)
+
+    def bernoulli(self, shape, p: float, dtype="float32"):
+        """1 with probability ``p``, else 0, as ``dtype``."""
+        host = (self._rng.random(tuple(shape)) < p).astype(dtype_name(dtype))
+        return from_numpy(host)
+
+    def integers(self, low, high, shape, dtype="int64"):
+        host = self._rng.integers(low, high, size=tuple(shape)).astype(dtype_name(dtype))
+        return from_numpy(host)
+
+
+default_generator = Generator(0)
+
+
+def manual_seed(seed: int) -> Generator:
+    """Reseed the global generator (used where no explicit ``generator=`` is given)."""
+    return default_generator.manual_seed(seed)
+
+
+if os.environ.get("GRAD_BACKEND"):
+    use(os.environ["GRAD_BACKEND"])

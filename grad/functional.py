@@ -1,0 +1,292 @@
+"""Functions built on the primitive ops, PyTorch's ``torch.nn.functional`` in small.
+
+Some are *composed* (``nll_loss``: a gather and a mean, differentiated by the ops they are made
+of); others are *fused*: one graph node whose backward is written by hand, because the hand-written
+formula is shorter, faster and numerically better (``softmax``, ``log_softmax``,
+``cross_entropy``, ``linear``, ``embedding``). The tests check each fused function against a
+composed version of the same math.
+"""
+from __future__ import annotations
+
+from . import backend as B
+from . import ops
+from .tensor import Tensor, as_tensor, make
+
+
+def _dim(dim, axis):
+    return ops._resolve_dim(dim, axis)
+
+
+# =================================================================== softmax and log-softmax
+def softmax(x: Tensor, dim: int = -1, *, axis=None) -> Tensor:
+    """``exp(x) / sum(exp(x))`` along ``dim``, computed as ``exp(x - max)`` so that logits of any
+    magnitude give no overflow.
+
+    Backward (y = softmax(x)): ``dx = y * (g - sum(g * y))`` -- the Jacobian ``diag(y) - y y^T``
+    applied to ``g``. Both terms matter: dropping the cross term ``y y^T`` is a classic bug.
+    """
+    xp = B.xp
+    d = _dim(dim, axis) % x.ndim
+    z = xp.exp(x.data - xp.max(x.data, axis=d, keepdims=True))
+    y = z / xp.sum(z, axis=d, keepdims=True)
+    def backward(g):
+        return (y * (g - xp.sum(g * y, axis=d, keepdims=True)),)
+    return make(y, (x,), backward, "softmax")
+
+
+def log_softmax(x: Tensor, dim: int = -1, *, axis=None) -> Tensor:
+    """``x - logsumexp(x)`` along ``dim``, stable for logits of magnitude 1e4.
+
+    Backward (y = log_softmax(x)): ``dx = g - exp(y) * sum(g)``.
+    """
+    xp = B.xp
+    d = _dim(dim, axis) % x.ndim
+    shifted = x.data - xp.max(x.data, axis=d, keepdims=True)
+    y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=d, keepdims=True))
+    def backward(g):
+        return (g - xp.exp(y) * xp.sum(g, axis=d, keepdims=True),)
+    return make(y, (x,), backward, "log_softmax")
+
+
+# =============================================================================== losses
+def _check_targets(logits_shape, target, name):
+    if len(logits_shape) != 2 or target.ndim != 1 or target.shape[0] != logits_shape[0]:
+        raise ValueError(f"{name} expects input (N, C) and target (N,), got input "
+                         f"{tuple(logits_shape)} and target {tuple(target.shape)}")
+
+
+def _reduce(losses: Tensor, valid_count, reduction: str) -> Tensor:
+    if reduction == "none":
+        return losses
+    total = ops.sum(losses)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return ops.div(total, Tensor(valid_count))
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def nll_loss(log_probs: Tensor, target: Tensor, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of the ``target`` classes: ``-log_probs[n, target[n]]``.
+
+    ``log_probs``: ``(N, C)``; ``target``: ``(N,)`` integer. Targets equal to ``ignore_index``
+    (e.g. PAD) contribute nothing, and ``"mean"`` divides by the number of the others (PyTorch's
+    meaning). Composed from ``gather`` and arithmetic: autograd derives its backward.
+    """
+    xp = B.xp
+    _check_targets(log_probs.shape, target, "nll_loss")
+    t = target.data
+    valid = t != ignore_index                                        # (N,)
+    safe = xp.where(valid, t, B.full((), 0, like=t))                 # any in-range index
+    picked = ops.gather(log_probs, 1, xp.reshape(safe, (-1, 1)))     # (N, 1)
+    mask = xp.astype(valid, log_probs.dtype)
+    losses = ops.mul(ops.reshape(picked, (-1,)), Tensor(-mask))      # (N,)
+    return _reduce(losses, xp.sum(mask), reduction)
+
+
+def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy, fused: ``log_softmax`` and ``nll_loss`` in one node.
+
+    With label smoothing ``eps`` the target distribution is ``q = (1 - eps) * onehot + eps / C``
+    and the loss of row n is ``-sum_c q_c log p_c``. The gradient with respect to the logits is
+    simply ``p - q`` per valid row (times the reduction's scale): the reason this pair is fused.
+
+    ``logits``: ``(N, C)``; ``target``: ``(N,)``. Equals ``nll_loss(log_softmax(logits), target)``
+    when ``label_smoothing == 0`` (tested).
+    """
+    xp = B.xp
+    _check_targets(logits.shape, target, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    x, t = logits.data, target.data
+    n_classes = x.shape[1]
+    shifted = x - xp.max(x, axis=1, keepdims=True)
+    logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))   # (N, C)
+    valid = t != ignore_index                                                  # (N,)
+    safe = xp.where(valid, t, B.full((), 0, like=t))
+    mask = xp.astype(valid, x.dtype)                                           # (N,)
+    picked = xp.reshape(xp.take_along_axis(logp, xp.reshape(safe, (-1, 1)), axis=1), (-1,))
+    losses = -(1.0 - label_smoothing) * picked
+    if label_smoothing:
+        losses = losses - (label_smoothing / n_classes) * xp.sum(logp, axis=1)
+    losses = losses * mask                                                     # (N,)
+    count = xp.sum(mask)
+    if reduction == "none":
+        out = losses
+    elif reduction == "sum":
+        out = xp.sum(losses)
+    elif reduction == "mean":
+        out = xp.sum(losses) / count
+    else:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+    def backward(g):
+        onehot = xp.astype(B.arange(n_classes, like=t)[None, :] == xp.reshape(safe, (-1, 1)), x.dtype)
+        dlogits = xp.exp(logp) - (1.0 - label_smoothing) * onehot               # p - q
+        if label_smoothing:
+            dlogits = dlogits - label_smoothing / n_classes
+        if reduction == "none":
+            scale = g * mask                                                    # (N,)
+        elif reduction == "sum":
+            scale = g * mask
+        else:
+            scale = (g / count) * mask
+        return (dlogits * xp.reshape(scale, (-1, 1)),)
+    return make(out, (logits,), backward, "cross_entropy")
+
+
+# ============================================================================ layers' math
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight^T + bias`` in one node. ``x``: ``(..., in)``, ``weight``: ``(out, in)``,
+    ``bias``: ``(out,)``; returns ``(..., out)``.
+
+    Backward: ``dx = g W``, ``dW = g^T x`` and ``db = sum(g)`` over all leading dims, each one
+    matrix product on the rows flattened to 2-D.
+    """
+    xp = B.xp
+    w = weight.data
+    out = xp.matmul(x.data, xp.matrix_transpose(w))                 # (..., out)
+    if bias is not None:
+        out = out + bias.data
+    xd = x.data
+    def backward(g):
+        g2 = xp.reshape(g, (-1, g.shape[-1]))                       # (N, out)
+        gx = xp.matmul(g, w) if x.requires_grad else None           # (..., in)
+        gw = xp.matmul(xp.matrix_transpose(g2), xp.reshape(xd, (-1, xd.shape[-1])))  # (out, in)
+        gb = xp.sum(g2, axis=0) if bias is not None else None       # (out,)
+        return gx, gw, gb
+    parents = (x, weight, bias) if bias is not None else (x, weight)
+    return make(out, parents, (lambda g: backward(g)[:len(parents)]), "linear")
+
+
+def embedding(ids, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """Rows of ``weight`` ``(V, E)`` picked by the integer ``ids`` (any shape) -> ``(*ids.shape, E)``.
+
+    Backward: the gradient rows are *added* into the rows they came from (a scatter-add), so an id
+    that occurs several times gets the sum; the ``padding_idx`` row gets no gradient.
+    """
+    xp = B.xp
+    idx = ids.data if isinstance(ids, Tensor) else B.asarray(ids, "int64")
+    flat = xp.reshape(idx, (-1,))                                   # (N,)
+    w = weight.data
+    n_rows, dim = w.shape
+    out = xp.reshape(xp.take(w, flat, axis=0), tuple(idx.shape) + (dim,))
+    def backward(g):
+        gw = B.scatter_add(flat, xp.reshape(g, (-1, dim)), n_rows)  # (V, E)
+        if padding_idx is not None:
+            gw[padding_idx, :] = 0.0
+        return (gw,)
+    return make(out, (weight,), backward, "embedding")
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` (inverted
+    dropout), so nothing changes at evaluation time. Random numbers come from ``generator`` (a
+    ``grad.Generator``) or the global one."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    gen = generator if generator is not None else B.default_generator
+    if p == 1.0:
+        keep = B.zeros(x.shape, like=x.data)
+    else:
+        keep = gen.bernoulli(x.shape, 1.0 - p, dtype=x.dtype) / (1.0 - p)
+    return make(x.data * keep, (x,), lambda g: (g * keep,), "dropout")
+
+
+def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
+    """Mean squared error (composed), used by the demo and the tests."""
+    diff = ops.sub(input, as_tensor(target))
+    sq = ops.mul(diff, diff)
+    if reduction == "none":
+        return sq
+    return ops.sum(sq) if reduction == "sum" else ops.mean(sq)
+
+
+# ============================================================================ LSTM cell
+def lstm_cell_composed(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+                       b_ih: Tensor | None = None, b_hh: Tensor | None = None):
+    """One LSTM step written with primitive ops: the readable reference.
+
+    ``x``: ``(B, in)``; ``h``, ``c``: ``(B, H)``; ``w_ih``: ``(4H, in)``; ``w_hh``: ``(4H, H)``;
+    gate blocks in PyTorch's order i, f, g, o::
+
+        i = sigmoid(z_i)   f = sigmoid(z_f)   g = tanh(z_g)   o = sigmoid(z_o)
+        c' = f * c + i * g
+        h' = o * tanh(c')
+
+    Returns ``(h', c')``. Autograd differentiates it op by op.
+    """
+    z = linear(x, w_ih, b_ih) + linear(h, w_hh, b_hh)               # (B, 4H)
+    zi, zf, zg, zo = ops.split(z, h.shape[-1], dim=1)                 # 4 x (B, H)
+    i, f, g, o = ops.sigmoid(zi), ops.sigmoid(zf), ops.tanh(zg), ops.sigmoid(zo)
+    c_new = f * c + i * g
+    h_new = o * ops.tanh(c_new)
+    return h_new, c_new
+
+
+def lstm_step(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None) -> Tensor:
+    """One fused LSTM step on a packed state: a single graph node with a hand-written backward.
+
+    ``x_gates``: ``(B, 4H)``, the input's share of the gates, ``x W_ih^T + b_ih + b_hh``
+    (computed for all time steps at once by the layer); ``state``: ``(B, 2H)``, ``[h | c]``
+    packed in one array so that the step is one node with one output; ``w_hh``: ``(4H, H)``.
+    ``mask`` (optional, ``(B, 1)`` of 0/1): rows with 0 keep their old state (padding).
+    Returns the new packed state ``(B, 2H)``.
+
+    Backward, with ``gh``, ``gc`` the incoming gradients of ``h'`` and ``c'``::
+
+        dc' = gc + gh * o * (1 - tanh(c')^2)
+        dz_i = dc' * g * i (1 - i)        dz_f = dc' * c * f (1 - f)
+        dz_g = dc' * i * (1 - g^2)        dz_o = gh * tanh(c') * o (1 - o)
+        d x_gates = dz     dh = dz W_hh     dc = dc' * f     dW_hh = dz^T h
+    """
+    xp = B.xp
+    n_hidden = w_hh.shape[1]
+    s = state.data
+    h, c = s[:, :n_hidden], s[:, n_hidden:]                                   # (B, H) each
+    w = w_hh.data
+    z = x_gates.data + xp.matmul(h, xp.matrix_transpose(w))                  # (B, 4H)
+    i = 0.5 * (xp.tanh(0.5 * z[:, :n_hidden]) + 1.0)                           # sigmoid, stable
+    f = 0.5 * (xp.tanh(0.5 * z[:, n_hidden:2 * n_hidden]) + 1.0)
+    g = xp.tanh(z[:, 2 * n_hidden:3 * n_hidden])
+    o = 0.5 * (xp.tanh(0.5 * z[:, 3 * n_hidden:]) + 1.0)
+    c_new = f * c + i * g                                                     # (B, H)
+    tc = xp.tanh(c_new)
+    h_new = o * tc
+    out = xp.concat([h_new, c_new], axis=1)                                   # (B, 2H)
+    m = None
+    if mask is not None:
+        m = mask.data if isinstance(mask, Tensor) else mask                   # (B, 1)
+        out = m * out + (1.0 - m) * s
+
+    def backward(grad_out):
+        go = grad_out if m is None else grad_out * m
+        gh, gc = go[:, :n_hidden], go[:, n_hidden:]
+        dc = gc + gh * o * (1.0 - tc * tc)
+        dz = xp.concat([dc * g * i * (1.0 - i),
+                        dc * c * f * (1.0 - f),
+                        dc * i * (1.0 - g * g),
+                        gh * tc * o * (1.0 - o)], axis=1)                     # (B, 4H)
+        dh = xp.matmul(dz, w)                                                 # (B, H)
+        dstate = xp.concat([dh, dc * f], axis=1)                              # (B, 2H)
+        if m is not None:
+            dstate = dstate + (1.0 - m) * grad_out                            # kept rows pass through
+        dw = xp.matmul(xp.matrix_transpose(dz), h) if w_hh.requires_grad else None  # (4H, H)
+        return dz, dstate, dw
+    return make(out, (x_gates, state, w_hh), backward, "lstm_step")
+
+
+def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+              b_ih: Tensor | None = None, b_hh: Tensor | None = None):
+    """One LSTM step on the fused path (same math and signature as ``lstm_cell_composed``):
+    the input projection, then ``lstm_step``. Returns ``(h', c')``."""
+    n_hidden = w_hh.shape[1]
+    x_gates = linear(x, w_ih, b_ih)
+    if b_hh is not None:
+        x_gates = x_gates + b_hh
+    state = lstm_step(x_gates, ops.cat([h, c], dim=1), w_hh)
+    return state[:, :n_hidden], state[:, n_hidden:]

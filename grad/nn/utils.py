@@ -1,0 +1,27 @@
+"""Utilities on parameters: gradient clipping."""
+from __future__ import annotations
+
+from .. import backend as B
+from ..tensor import Tensor
+
+
+def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
+    """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
+
+    Returns the norm before clipping as a 0-d tensor. The scale ``min(1, max_norm / (norm + 1e-6))``
+    is computed on the device, so no value is copied to the host (no synchronisation on a GPU)
+    unless the caller asks for it with ``.item()``.
+    """
+    xp = B.xp
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return Tensor(B.new((), 0.0, "float32"))
+    total = None
+    for p in params:
+        sq = xp.sum(p.grad * p.grad)
+        total = sq if total is None else total + sq
+    norm = xp.sqrt(total)
+    scale = xp.clip(max_norm / (norm + 1e-6), max=1.0)
+    for p in params:
+        p.grad = p.grad * xp.astype(scale, p.grad.dtype)   # out of place: grads may be views
+    return Tensor(norm)

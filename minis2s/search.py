@@ -1,0 +1,202 @@
+"""Inference: greedy decoding and beam search.
+
+Both feed the model its *own* previous output (there is no reference at inference time) through
+``Decoder.step``, under ``no_grad`` (no graph is built). PAD and BOS are never produced: their
+log-probabilities are set to -inf before choosing.
+
+Both return ``Hypotheses(tokens, scores, attention)`` as host NumPy arrays; tokens exclude BOS,
+run up to and including EOS, and are PAD after it.
+"""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from grad import backend as B
+from grad import ops
+from grad.tensor import Tensor, no_grad
+
+from .models.seq2seq import BOS, EOS, PAD, as_ids
+
+Hypotheses = namedtuple("Hypotheses", ["tokens", "scores", "attention"])
+
+
+def length_penalty(length, alpha: float):
+    """GNMT's ``((5 + L) / 6) ** alpha``; a hypothesis' score is ``log P / penalty``. Log P is
+    negative, so a larger ``alpha`` divides longer hypotheses by more and favours them."""
+    return ((5.0 + np.asarray(length, dtype=np.float64)) / 6.0) ** alpha
+
+
+def _forbid(log_probs: Tensor, pad: int, bos: int):
+    """Log-probabilities ``(N, V)`` with PAD and BOS set to -inf (as a backend array)."""
+    xp = B.xp
+    vocab = log_probs.shape[1]
+    ids = B.arange(vocab, like=log_probs.data)
+    banned = (ids == pad) | (ids == bos)                                    # (V,)
+    return xp.where(banned[None, :], B.full((), float("-inf"), like=log_probs.data), log_probs.data)
+
+
+class _Eval:
+    """Put a model in eval mode for a block and restore its mode afterwards."""
+
+    def __init__(self, model):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+@no_grad()
+def greedy(model, src, src_lengths, max_len: int = 50, bos: int = BOS, eos: int = EOS,
+           pad: int = PAD) -> Hypotheses:
+    """Pick the most probable token at every step, for the whole batch at once. A sequence that
+    produced EOS keeps producing PAD; decoding stops when all are done or at ``max_len``.
+
+    Returns tokens ``(B, L)``, scores ``(B,)`` (sum of log-probabilities) and attention
+    ``(B, L, S)`` (zeros when the model has no attention).
+    """
+    xp = B.xp
+    with _Eval(model):
+        memory, pad_mask, states = model.encode(src, src_lengths)        # (B, S, H)
+        n, n_src = memory.shape[0], memory.shape[1]
+        w = model.decoder.weights()
+        y = Tensor(B.full((n,), bos, like=B.arange(1, like=memory.data)))  # (B,) int64
+        feed = Tensor(B.zeros((n, model.decoder.hidden_size), like=memory.data))
+        done = np.zeros(n, dtype=bool)
+        scores = np.zeros(n)
+        tokens, attentions = [], []
+        for _ in range(max_len):
+            log_probs, feed, a = model.decoder.step(y, feed, states, memory, pad_mask, w)
+            lp = _forbid(log_probs, pad, bos)                             # (B, V)
+            best = xp.argmax(lp, axis=1)                                  # (B,)
+            best_lp = B.to_numpy(xp.take_along_axis(lp, xp.reshape(best, (-1, 1)), axis=1))[:, 0]
+            host = B.to_numpy(best)
+            scores += np.where(done, 0.0, best_lp)
+            tokens.append(np.where(done, pad, host))
+            att = B.to_numpy(a.data) if a is not None else np.zeros((n, n_src))
+            attentions.append(np.where(done[:, None], 0.0, att))
+            done |= host == eos
+            if done.all():
+                break
+            y = Tensor(best)
+    return Hypotheses(np.stack(tokens, axis=1).astype(np.int64), scores,
+                      np.stack(attentions, axis=1))
+
+
+@no_grad()
+def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
+                length_penalty: float = 0.0, max_len: int = 50, bos: int = BOS, eos: int = EOS,
+                pad: int = PAD) -> Hypotheses:
+    """Beam search over all sentences and beams at once: the model runs on ``B * K`` rows.
+
+    At each step every alive hypothesis is extended by every token; the best ``2K`` candidates
+    per sentence are taken from the ``K * V`` extensions. Candidates ending in EOS are *copied
+    out* to that sentence's finished list (never overwritten later); the best ``K`` others stay
+    alive. A sentence stops when it has ``n_best`` finished hypotheses and no alive one can still
+    beat them (exact, also with a length penalty). Scores are ``log P / ((5 + L) / 6) ** alpha``.
+
+    Returns tokens ``(B, n_best, L)``, scores ``(B, n_best)``, attention ``(B, n_best, L, S)``,
+    best first.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+    xp = B.xp
+    k = beam_size
+    with _Eval(model):
+        memory, pad_mask, states = model.encode(src, src_lengths)
+        n, n_src = memory.shape[0], memory.shape[1]
+        rows = B.from_numpy(np.repeat(np.arange(n), k))                   # (B*K,) sentence of each row
+        memory = ops.index_select(memory, 0, rows)                        # (B*K, S, H)
+        pad_mask = xp.take(pad_mask, rows, axis=0)                        # (B*K, S)
+        states = [ops.index_select(s, 0, rows) for s in states]
+        w = model.decoder.weights()
+        y = Tensor(B.from_numpy(np.full(n * k, bos, dtype=np.int64)))
+        feed = Tensor(B.zeros((n * k, model.decoder.hidden_size), like=memory.data))
+
+        scores = np.full((n, k), -np.inf)
+        scores[:, 0] = 0.0                                                # one live beam to start
+        history = np.zeros((n, k, 0), dtype=np.int64)                     # tokens so far
+        att_history = np.zeros((n, k, 0, n_src))
+        finished = [[] for _ in range(n)]                                 # (score, tokens, attention)
+        done = np.zeros(n, dtype=bool)
+        max_penalty = _penalty(max_len, length_penalty)
+        for t in range(max_len):
+            log_probs, feed, a = model.decoder.step(y, feed, states, memory, pad_mask, w)
+            lp = _forbid(log_probs, pad, bos)                             # (B*K, V)
+            vocab = lp.shape[1]
+            total = Tensor(xp.astype(B.from_numpy(scores.reshape(-1, 1)), lp.dtype) + lp)  # (B*K, V)
+            flat = ops.reshape(total, (n, k * vocab))                     # (B, K*V)
+            top = ops.topk(flat, min(2 * k, k * vocab), dim=1)
+            cand_scores = top.values.numpy().astype(np.float64)           # (B, 2K)
+            cand = top.indices.numpy()
+            origin, token = cand // vocab, cand % vocab                   # beam, token of each
+            att = B.to_numpy(a.data).reshape(n, k, n_src) if a is not None else np.zeros((n, k, n_src))
+
+            # 1. Candidates ending in EOS are copied out as finished hypotheses.
+            is_eos = (token == eos) & np.isfinite(cand_scores) & ~done[:, None]
+            for s, c in zip(*np.nonzero(is_eos)):
+                b = origin[s, c]
+                seq = np.append(history[s, b], eos)
+                seq_att = np.concatenate([att_history[s, b], att[s, b][None]], axis=0)
+                norm = cand_scores[s, c] / _penalty(t + 1, length_penalty)
+                finished[s].append((norm, seq, seq_att))
+            # 2. The best K other candidates stay alive (a stable sort keeps score order).
+            order = np.argsort(np.where(token == eos, 1, 0), axis=1, kind="stable")[:, :k]
+            keep_origin = np.take_along_axis(origin, order, axis=1)        # (B, K)
+            keep_token = np.take_along_axis(token, order, axis=1)
+            scores = np.take_along_axis(cand_scores, order, axis=1)
+            scores[done] = -np.inf
+            history = np.concatenate([np.take_along_axis(history, keep_origin[:, :, None], axis=1),
+                                      keep_token[:, :, None]], axis=2)
+            att_history = np.concatenate(
+                [np.take_along_axis(att_history, keep_origin[:, :, None, None], axis=1),
+                 np.take_along_axis(att, keep_origin[:, :, None], axis=1)[:, :, None, :]], axis=2)
+            # 3. A sentence is done once no alive hypothesis can beat its n_best-th finished one.
+            bound = scores.max(axis=1) / max_penalty                      # best possible future score
+            for s in np.nonzero(~done)[0]:
+                if len(finished[s]) >= n_best:
+                    kth = sorted(f[0] for f in finished[s])[-n_best]
+                    done[s] = kth >= bound[s]
+            if done.all():
+                break
+            # 4. Reorder the decoder's state to follow the surviving beams.
+            flat_origin = B.from_numpy((np.arange(n)[:, None] * k + keep_origin).reshape(-1))
+            states = [ops.index_select(st, 0, flat_origin) for st in states]
+            feed = ops.index_select(feed, 0, flat_origin)
+            y = Tensor(B.from_numpy(keep_token.reshape(-1).astype(np.int64)))
+
+    # Sentences that ran out of steps: their alive hypotheses count as finished.
+    for s in range(n):
+        if len(finished[s]) < n_best:
+            for b in range(k):
+                if np.isfinite(scores[s, b]):
+                    norm = scores[s, b] / _penalty(history.shape[2], length_penalty)
+                    finished[s].append((norm, history[s, b], att_history[s, b]))
+    return _pack(finished, n_best, n_src, pad)
+
+
+def _penalty(length, alpha):
+    return float(length_penalty(length, alpha)) if alpha else 1.0
+
+
+def _pack(finished, n_best, n_src, pad):
+    """Finished lists -> padded arrays, best first."""
+    n = len(finished)
+    best = [sorted(f, key=lambda h: -h[0])[:n_best] for f in finished]
+    length = max(len(h[1]) for hyps in best for h in hyps)
+    tokens = np.full((n, n_best, length), pad, dtype=np.int64)
+    scores = np.full((n, n_best), -np.inf)
+    attention = np.zeros((n, n_best, length, n_src))
+    for s, hyps in enumerate(best):
+        for j, (score, seq, att) in enumerate(hyps):
+            tokens[s, j, :len(seq)] = seq
+            scores[s, j] = score
+            attention[s, j, :len(seq)] = att
+    return Hypotheses(tokens, scores, attention)

@@ -1,0 +1,361 @@
+"""The ``minis2s`` command: train, translate, evaluate, plot, tasks, data (and ``lm``).
+
+Every impossible setting is refused before any work starts, with one line on stderr and exit
+code 2; an interrupted training run exits with 130 after saving a resumable checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+
+from . import __version__
+
+
+# ------------------------------------------------------------------------ argument types
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _unit_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+class UsageError(ValueError):
+    """Contradictory or impossible options."""
+
+
+def _task_names():
+    from .data.tasks import TASKS
+    return sorted(TASKS)
+
+
+# ------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="minis2s", description="LSTM seq2seq with attention, from scratch.")
+    p.add_argument("--version", action="version", version=f"minis2s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a seq2seq model (default: the built-in 'dates' task)",
+                       description="Train a seq2seq model. With no data argument it trains on the "
+                                   "built-in 'dates' task.")
+    data = t.add_argument_group("data")
+    data.add_argument("--task", choices=_task_names(), help="built-in task (default: dates)")
+    data.add_argument("--train", metavar="FILE", help="training TSV (source<TAB>target per line)")
+    data.add_argument("--valid", metavar="FILE", help="validation TSV")
+    data.add_argument("--test", metavar="FILE", help="test TSV")
+    for split in ("train", "valid", "test"):
+        data.add_argument(f"--{split}-src", metavar="FILE", help=f"{split} source file (one sentence per line)")
+        data.add_argument(f"--{split}-tgt", metavar="FILE", help=f"{split} target file, line-aligned")
+    data.add_argument("--tokenizer", choices=["char", "space", "bpe"], help="default: the task's, or char")
+    data.add_argument("--bpe-merges", type=_positive_int, default=d.bpe_merges, metavar="N")
+    data.add_argument("--max-length", type=_positive_int, default=d.max_length, metavar="N",
+                      help=f"drop training pairs longer than N tokens (default {d.max_length})")
+    data.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines with a counted warning")
+    data.add_argument("--n-train", type=_positive_int, metavar="N", help="built-in task: training pairs")
+    data.add_argument("--n-valid", type=_positive_int, metavar="N")
+    data.add_argument("--n-test", type=_positive_int, metavar="N")
+    model = t.add_argument_group("model")
+    model.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
+    model.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size, help="even (bi-LSTM encoder)")
+    model.add_argument("--layers", type=_positive_int, default=d.layers)
+    model.add_argument("--dropout", type=_unit_float, default=d.dropout)
+    model.add_argument("--attention", choices=["general", "dot", "none"], default=d.attention)
+    model.add_argument("--no-input-feeding", dest="input_feeding", action="store_false")
+    opt = t.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=_positive_int, default=d.epochs, help="total epochs (also when resuming)")
+    opt.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    opt.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
+    opt.add_argument("--lr", type=_positive_float, default=d.lr)
+    opt.add_argument("--lr-decay-start", type=_positive_int, metavar="E",
+                     help="halve the learning rate every epoch from epoch E on")
+    opt.add_argument("--patience", type=_positive_int, metavar="P", help="early stopping after P epochs without improvement")
+    opt.add_argument("--label-smoothing", type=_unit_float, default=d.label_smoothing)
+    opt.add_argument("--tf-ratio", type=_unit_float, default=d.tf_ratio,
+                     help="teacher-forcing ratio: 1.0 always feeds the reference")
+    opt.add_argument("--max-grad-norm", type=_positive_float, default=d.max_grad_norm)
+    opt.add_argument("--nan-policy", choices=["stop", "skip"], default=d.nan_policy)
+    opt.add_argument("--select-metric", choices=["loss", "exact_match", "bleu"], default=d.select_metric)
+    run = t.add_argument_group("run")
+    run.add_argument("--seed", type=_nonneg_int, default=d.seed)
+    run.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
+    run.add_argument("--out", metavar="DIR", help="run directory (default: runs/TASK, numbered if taken)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR (--epochs is the total)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    tr = sub.add_parser("translate", help="translate sentences with a trained model")
+    tr.add_argument("--model", required=True, metavar="DIR")
+    tr.add_argument("--input", metavar="FILE", help="one sentence per line (default: standard input)")
+    tr.add_argument("--output", metavar="FILE", help="default: standard output")
+    tr.add_argument("--beam-size", type=_positive_int, default=5)
+    tr.add_argument("--n-best", type=_positive_int, default=1)
+    tr.add_argument("--length-penalty", type=_nonneg_float, default=0.0,
+                    help="GNMT alpha: larger values favour longer outputs (0: none)")
+    tr.add_argument("--max-output-length", type=_positive_int, metavar="L")
+    tr.add_argument("--plot-attention", metavar="FILE.png", help="draw the first sentence's attention")
+    tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    tr.set_defaults(func=cmd_translate)
+
+    ev = sub.add_parser("evaluate", help="score a trained model on a TSV file")
+    ev.add_argument("--model", required=True, metavar="DIR")
+    ev.add_argument("--data", required=True, metavar="FILE")
+    ev.add_argument("--beam-size", type=_positive_int, default=1)
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pl = sub.add_parser("plot", help="plot a run's loss and perplexity curves")
+    pl.add_argument("--run", required=True, metavar="DIR")
+    pl.add_argument("--out", required=True, metavar="FILE.png")
+    pl.set_defaults(func=cmd_plot)
+
+    ta = sub.add_parser("tasks", help="list the built-in tasks")
+    ta.set_defaults(func=cmd_tasks)
+
+    da = sub.add_parser("data", help="write a built-in task's TSV splits")
+    da.add_argument("--task", required=True, choices=_task_names())
+    da.add_argument("--out", required=True, metavar="DIR")
+    da.add_argument("--seed", type=_nonneg_int, default=0)
+    da.set_defaults(func=cmd_data)
+
+    try:
+        from .lm.cli import add_lm_parser
+    except ImportError:
+        add_lm_parser = None
+    if add_lm_parser is not None:
+        add_lm_parser(sub)
+    return p
+
+
+# ------------------------------------------------------------------------ commands
+def _use_device(device: str) -> None:
+    if device == "cuda":
+        from grad import backend
+        backend.use("cupy")
+
+
+def _train_config(args):
+    from .train import TrainConfig
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    has_files = bool(args.train or args.train_src)
+    if has_files and args.task:
+        raise UsageError("give either --task or data files (--train/--train-src), not both")
+    if args.train and args.train_src:
+        raise UsageError("give either TSV files (--train) or line-aligned files (--train-src), not both")
+    if args.train_src and not args.train_tgt:
+        raise UsageError("--train-src needs --train-tgt")
+    if args.train and not args.valid:
+        raise UsageError("--train needs --valid FILE")
+    if args.train_src and not (args.valid_src and args.valid_tgt):
+        raise UsageError("--train-src needs --valid-src and --valid-tgt")
+    if args.hidden_size % 2:
+        raise UsageError(f"--hidden-size must be even (the encoder has two directions), got {args.hidden_size}")
+    if has_files:
+        values["task"] = None
+    return TrainConfig(**values)
+
+
+def cmd_train(args) -> int:
+    from .train import fit
+    if args.resume and not os.path.isdir(args.resume):
+        raise UsageError(f"--resume {args.resume}: no such run directory")
+    cfg = _train_config(args)
+    _use_device(cfg.device)
+    result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True))
+    for name, m in result.items():
+        if isinstance(m, dict):
+            print(f"{name}: exact match {100 * m['exact_match']:.1f}%  token accuracy "
+                  f"{100 * m['token_acc']:.1f}%  BLEU {m['bleu']:.1f}  perplexity {m['ppl']:.3f}  "
+                  f"({m['decoded']} sentences)")
+    print(f"model saved in {result['run_dir']}  ({result['time']:.0f}s)")
+    return 0
+
+
+def _read_lines(path):
+    if path:
+        from .data.parallel import DataError
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                return [line.rstrip("\r\n") for line in f]
+        except FileNotFoundError:
+            raise DataError(path, None, "file not found") from None
+        except UnicodeDecodeError as exc:
+            raise DataError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if sys.stdin.isatty():
+        print("minis2s: reading sentences from standard input, one per line (Ctrl-D to end)",
+              file=sys.stderr)
+    return [line.rstrip("\r\n") for line in sys.stdin]
+
+
+def cmd_translate(args) -> int:
+    import warnings
+    from . import load
+    if args.n_best > args.beam_size:
+        raise UsageError(f"--n-best ({args.n_best}) cannot be larger than --beam-size ({args.beam_size})")
+    _use_device(args.device)
+    model = load(args.model)
+    lines = _read_lines(args.input)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: print(f"minis2s: warning: {msg}", file=sys.stderr)
+        results = model.translate(lines, beam_size=args.beam_size, n_best=args.n_best,
+                                  length_penalty=args.length_penalty,
+                                  max_output_length=args.max_output_length, return_details=True)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for r in results:
+            if args.n_best == 1:
+                print(r.text, file=out)
+            else:
+                for rank, option in enumerate(r, 1):
+                    print(f"{rank}\t{option.score:.4f}\t{option.text}", file=out)
+                print(file=out)
+    finally:
+        if args.output:
+            out.close()
+    if args.plot_attention and results:
+        from .plot import plot_attention
+        first = results[0] if args.n_best == 1 else results[0][0]
+        plot_attention(first.source_tokens + ["</s>"], first.tokens + ["</s>"], first.attention,
+                       args.plot_attention)
+        print(f"attention plot written to {args.plot_attention}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import load
+    from .data.parallel import read_tsv
+    from .runs import Prepared, _encode
+    from .train import evaluate
+    _use_device(args.device)
+    model = load(args.model)
+    pairs = read_tsv(args.data).pairs
+    toks = [(model.src_tokenizer.tokenize(s)[:model.max_length], model.tgt_tokenizer.tokenize(t))
+            for s, t in pairs]
+    prep = Prepared(model.src_tokenizer, model.tgt_tokenizer, model.src_vocab, model.tgt_vocab,
+                    ids={"data": _encode(toks, model.src_vocab, model.tgt_vocab)})
+    metrics = evaluate(model.model, prep, "data", beam_size=args.beam_size)
+    metrics = {"exact_match": metrics["exact_match"], "token_acc": metrics["token_acc"],
+               "bleu": metrics["bleu"], "cross_entropy": metrics["loss"], "ppl": metrics["ppl"],
+               "sentences": metrics["decoded"]}
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"exact match {100 * metrics['exact_match']:.2f}%  token accuracy "
+              f"{100 * metrics['token_acc']:.2f}%  BLEU {metrics['bleu']:.2f}  cross-entropy "
+              f"{metrics['cross_entropy']:.4f}  perplexity {metrics['ppl']:.4f}  "
+              f"({metrics['sentences']} sentences)")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plot import plot_run
+    plot_run(args.run, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from .data.tasks import TASKS
+    for name in sorted(TASKS):
+        print(f"{name:<12} {TASKS[name].description}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data.tasks import write_task
+    paths = write_task(args.task, args.out, seed=args.seed)
+    for path in paths:
+        print(path)
+    return 0
+
+
+# ------------------------------------------------------------------------ entry point
+def _expected_errors():
+    from grad.backend import BackendError
+    from .checkpoint import CheckpointError
+    from .data.parallel import DataError
+    from .runs import RunInUseError
+    return (UsageError, DataError, CheckpointError, BackendError, RunInUseError, FileNotFoundError,
+            ValueError)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    if os.environ.get("MINIS2S_DEBUG"):
+        return args.func(args)
+    from .train import TrainingError
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("minis2s: interrupted", file=sys.stderr)
+        return 130
+    except TrainingError as exc:
+        print(f"minis2s: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            print(f"minis2s: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"minis2s: error: {exc.strerror or exc} ({exc.filename or 'I/O'}); "
+              "previously saved checkpoints are untouched", file=sys.stderr)
+        return 1
+    except _expected_errors() as exc:
+        print(f"minis2s: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

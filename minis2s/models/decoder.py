@@ -127,7 +127,11 @@ class Decoder(nn.Module):
     def _sampled_gates(self, reference, prev_logits, tf_ratio, gen, w, bias0):
         """Layer 0's embedding share for a step where some sequences use their own prediction."""
         xp = B.xp
-        predicted = xp.argmax(prev_logits.data, axis=1)                   # (B,) no gradient
+        logits = prev_logits.data                                         # (B, V)
+        ids = B.arange(logits.shape[1], like=logits)
+        banned = (ids == self.embedding.padding_idx) | (ids == 1)         # never feed PAD or BOS
+        logits = xp.where(banned[None, :], B.full((), float("-inf"), like=logits), logits)
+        predicted = xp.argmax(logits, axis=1)                             # (B,) no gradient
         use_model = gen.bernoulli((reference.shape[0],), 1.0 - tf_ratio, dtype="float32")
         chosen = xp.where(use_model > 0.5, predicted, reference.data)     # (B,)
         return F.linear(self.embedding(Tensor(chosen)), w["w_emb"], bias0)  # (B, 4H)

@@ -1,0 +1,141 @@
+"""An LSTM language model: ``P(w_t | w_<t)`` with no Markov cut-off.
+
+It is the seq2seq decoder without a source: embedding -> ``grad.nn.LSTM`` -> a linear
+"generator" over the vocabulary. Trained with teacher forcing on ``x[:-1] -> x[1:]`` (each
+sentence is ``BOS w_1 ... w_n EOS``), it minimises the cross-entropy per predicted token, i.e.
+maximises the likelihood. Because words are dense vectors, sequences never seen in training still
+get sensible probabilities -- what n-gram counts cannot do.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import grad
+from grad import backend as B
+from grad import functional as F
+from grad import nn, ops
+from grad.tensor import Tensor, no_grad
+
+PAD, BOS, EOS = 0, 1, 2
+
+
+def pad_batch(sequences, pad: int = PAD):
+    """Lists of ids -> ``(B, T)`` int64 host array and lengths ``(B,)``."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    out = np.full((len(sequences), max(int(lengths.max()), 1)), pad, dtype=np.int64)
+    for i, s in enumerate(sequences):
+        out[i, :len(s)] = s
+    return out, lengths
+
+
+class LSTMLanguageModel(nn.Module):
+    """``LSTMLanguageModel(vocab_size, emb_size=128, hidden_size=256, num_layers=1, dropout=0.0,
+    pad_idx=0, tie_weights=False, generator=None)``.
+
+    ``tie_weights`` shares the embedding matrix with the output layer (needs ``emb_size ==
+    hidden_size``): the same vector represents a word going in and coming out.
+    """
+
+    def __init__(self, vocab_size: int, emb_size: int = 128, hidden_size: int = 256,
+                 num_layers: int = 1, dropout: float = 0.0, pad_idx: int = PAD,
+                 tie_weights: bool = False, *, generator=None):
+        super().__init__()
+        if tie_weights and emb_size != hidden_size:
+            raise ValueError(f"tie_weights needs emb_size == hidden_size, got {emb_size} and {hidden_size}")
+        self.config = dict(vocab_size=vocab_size, emb_size=emb_size, hidden_size=hidden_size,
+                           num_layers=num_layers, dropout=dropout, pad_idx=pad_idx,
+                           tie_weights=tie_weights)
+        self.pad_idx, self.dropout = pad_idx, dropout
+        self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx, generator=generator)
+        self.rnn = nn.LSTM(emb_size, hidden_size, num_layers, batch_first=True, dropout=dropout,
+                           generator=generator)
+        self.output_layer = nn.Linear(hidden_size, vocab_size, generator=generator)
+        if tie_weights:
+            self.output_layer.weight = self.embedding.weight
+        self.dropout_generator = generator
+
+    def forward(self, x, lengths=None, hx=None):
+        """``x``: ``(B, T)`` ids -> ``logits (B, T, V)`` and the final ``(h, c)``."""
+        x = x if isinstance(x, Tensor) else Tensor(B.asarray(x, "int64"))
+        emb = F.dropout(self.embedding(x), self.dropout, self.training, self.dropout_generator)
+        out, state = self.rnn(emb, hx=hx, lengths=lengths)                # (B, T, H)
+        out = F.dropout(out, self.dropout, self.training, self.dropout_generator)
+        return self.output_layer(out), state                              # (B, T, V)
+
+    def loss(self, x_in, x_out, lengths=None, reduction: str = "mean") -> Tensor:
+        """Cross-entropy per predicted token (PAD excluded; EOS counted, BOS never predicted)."""
+        logits, _ = self(x_in, lengths)
+        v = logits.shape[-1]
+        target = x_out if isinstance(x_out, Tensor) else Tensor(B.asarray(x_out, "int64"))
+        return F.cross_entropy(ops.reshape(logits, (-1, v)), ops.reshape(target, (-1,)),
+                               ignore_index=self.pad_idx, reduction=reduction)
+
+    @no_grad()
+    def score(self, sentences, batch_size: int = 64):
+        """Log-probability (natural log) of each id sentence (without BOS/EOS; they are added)
+        and its cross-entropy per predicted token. Returns a list of ``(logprob, n_tokens)``."""
+        was = self.training
+        self.eval()
+        results = []
+        for start in range(0, len(sentences), batch_size):
+            chunk = [[BOS] + list(s) + [EOS] for s in sentences[start:start + batch_size]]
+            ids, lengths = pad_batch(chunk)
+            x_in, x_out = ids[:, :-1], ids[:, 1:]
+            logits, _ = self(x_in, lengths - 1)
+            logp = B.to_numpy(F.log_softmax(logits, dim=-1).data)            # (B, T, V)
+            picked = np.take_along_axis(logp, x_out[:, :, None], axis=2)[:, :, 0]
+            mask = x_out != self.pad_idx
+            for row, m in zip(picked, mask):
+                results.append((float(row[m].sum()), int(m.sum())))
+        self.train(was)
+        return results
+
+    @no_grad()
+    def generate(self, n: int = 1, max_len: int = 50, temperature: float = 1.0, top_k: int | None = None,
+                 greedy: bool = False, prompt=None, generator=None):
+        """Sample ``n`` sentences at once (batched). ``temperature`` < 1 sharpens the distribution,
+        > 1 flattens it; ``top_k`` keeps only the k most probable tokens; ``greedy`` takes the
+        argmax. ``prompt``: ids to start from (after BOS). Returns lists of ids (without EOS)."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        gen = generator if generator is not None else grad.Generator(0)
+        was = self.training
+        self.eval()
+        prefix = [BOS] + list(prompt or [])
+        x = Tensor(B.from_numpy(np.array([prefix] * n, dtype=np.int64)))
+        logits, state = self(x)
+        outputs = [[] for _ in range(n)]
+        done = np.zeros(n, dtype=bool)
+        for _ in range(max_len):
+            last = B.to_numpy(logits.data[:, -1, :]).astype(np.float64)      # (n, V)
+            last[:, [PAD, BOS]] = -np.inf
+            if greedy:
+                nxt = last.argmax(axis=1)
+            else:
+                last = last / temperature
+                if top_k is not None and top_k < last.shape[1]:
+                    kth = np.sort(last, axis=1)[:, -top_k][:, None]
+                    last = np.where(last < kth, -np.inf, last)
+                p = np.exp(last - last.max(axis=1, keepdims=True))
+                p /= p.sum(axis=1, keepdims=True)
+                u = gen.host_random(n)[:, None]
+                nxt = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), p.shape[1] - 1)
+            for i in np.nonzero(~done)[0]:
+                if nxt[i] == EOS:
+                    done[i] = True
+                else:
+                    outputs[i].append(int(nxt[i]))
+            if done.all():
+                break
+            logits, state = self(Tensor(B.from_numpy(nxt[:, None].astype(np.int64))), hx=state)
+        self.train(was)
+        return [list(prompt or []) + o for o in outputs]
+
+
+def perplexity_from_scores(scores) -> float:
+    """exp(total negative log-likelihood / number of predicted tokens)."""
+    nll = -sum(s for s, _ in scores)
+    n = sum(k for _, k in scores)
+    return math.exp(nll / max(n, 1))

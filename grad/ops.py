@@ -13,7 +13,7 @@ import math
 from collections import namedtuple
 
 from . import backend as B
-from .tensor import Tensor, as_tensor, make
+from .tensor import SliceGrad, Tensor, as_tensor, make
 
 _NUMBER = (int, float)
 
@@ -401,9 +401,7 @@ def getitem(x, idx):
     selected_shape = x.data[plain].shape if len(plain) != len(idx) else out.shape
     like, shape = x.data, x.shape
     def backward(g):                                   # the gradient lands where x was read
-        full = B.zeros(shape, like=like)
-        full[plain] = xp.reshape(g, selected_shape)
-        return (full,)
+        return (SliceGrad(plain, xp.reshape(g, selected_shape), shape, like),)
     return make(out, (x,), backward, "getitem")
 
 

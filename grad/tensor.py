@@ -186,11 +186,14 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
     on a long unrolled RNN). Gradients of intermediate nodes are dropped as soon as they are used.
     """
     grads = {id(root): root_grad}       # pending gradients of nodes not yet processed
+    owned = set()                       # keys whose pending gradient is a buffer we made
     heap = [(-root._gen, -root._seq, root)]
     queued = {id(root)}
     while heap:
         _, _, node = heapq.heappop(heap)
         g = grads.pop(id(node))
+        if isinstance(g, SliceGrad):
+            g = g.dense()
         if node._backward is None:                       # a leaf: accumulate out of place
             if node.grad is None:
                 node.grad = g
@@ -205,16 +208,51 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
             if pg is None or not parent.requires_grad:
                 continue
             key = id(parent)
-            if key in grads:
-                grads[key] = grads[key] + pg     # out of place: a tensor used twice gets both
-            else:
+            if key not in grads:
                 grads[key] = pg
+            else:
+                # A tensor used more than once gets every contribution. The first time, the sum
+                # goes into a fresh buffer that belongs to this sweep (never into an array an op
+                # returned, which may be shared); later contributions are added into it in place,
+                # so that the T slices x[t] of a sequence cost O(T), not O(T^2).
+                if key not in owned:
+                    grads[key] = _fresh_buffer(grads[key])
+                    owned.add(key)
+                _add_into(grads[key], pg)
             if key not in queued:
                 queued.add(key)
                 heapq.heappush(heap, (-parent._gen, -parent._seq, parent))
         if not retain_graph:
             node._backward = _FREED
             node._parents = ()
+
+
+class SliceGrad:
+    """The gradient of ``x[index]``: zero everywhere but the selected part. Kept sparse until it
+    has to be added to something, so slicing a long sequence step by step stays cheap."""
+
+    __slots__ = ("index", "value", "shape", "like")
+
+    def __init__(self, index, value, shape, like):
+        self.index, self.value, self.shape, self.like = index, value, shape, like
+
+    def dense(self):
+        full = B.zeros(self.shape, like=self.like)
+        full[self.index] = self.value
+        return full
+
+
+def _fresh_buffer(g):
+    if isinstance(g, SliceGrad):
+        return g.dense()
+    return B.xp.asarray(g, copy=True)
+
+
+def _add_into(buffer, g) -> None:
+    if isinstance(g, SliceGrad):
+        buffer[g.index] = buffer[g.index] + g.value
+    else:
+        buffer += g
 
 
 def _FREED(g):  # marker: this node's backward already ran and its saved arrays were released

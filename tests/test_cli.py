@@ -1,0 +1,116 @@
+"""The ``minis2s`` command, run for real in subprocesses on tiny data."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--n-train", "300", "--n-valid", "40", "--n-test", "40", "--emb-size", "8",
+        "--hidden-size", "16", "--batch-size", "32", "--quiet"]
+
+
+def run(args, cwd, input=None, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "minis2s", *args], cwd=cwd, input=input,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny dates model shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("cli")
+    r = run(["train", "--task", "dates", "--epochs", "2", "--out", "model", *TINY], cwd)
+    assert r.returncode == 0, r.stderr
+    return cwd, r
+
+
+def test_train_prints_epochs_test_metrics_and_the_model_path(trained):
+    cwd, r = trained
+    assert "epoch  1" in r.stdout and "epoch  2" in r.stdout
+    assert "test: exact match" in r.stdout
+    assert "model saved in model" in r.stdout
+    for name in ("config.json", "src_vocab.json", "tgt_vocab.json", "last.npz", "best.npz", "log.jsonl"):
+        assert (cwd / "model" / name).is_file(), name
+    log = [json.loads(line) for line in (cwd / "model" / "log.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in log] == [1, 2]
+    for key in ("train_loss", "train_ppl", "valid_loss", "valid_ppl", "valid_token_acc",
+                "valid_exact_match", "valid_bleu", "param_norm", "grad_norm", "time"):
+        assert key in log[0]
+    assert log[0]["valid_ppl"] == pytest.approx(2.718281828459045 ** log[0]["valid_loss"])
+
+
+def test_translate_from_a_file_and_from_stdin_keeps_order(trained):
+    cwd, _ = trained
+    (cwd / "in.txt").write_text("23 Nov 2026\n2026년 1월 5일\nMonday, March 2, 1998\n", encoding="utf-8")
+    from_file = run(["translate", "--model", "model", "--input", "in.txt", "--beam-size", "3"], cwd)
+    assert from_file.returncode == 0, from_file.stderr
+    lines = from_file.stdout.splitlines()
+    assert len(lines) == 3
+    from_stdin = run(["translate", "--model", "model", "--beam-size", "3"], cwd,
+                     input=(cwd / "in.txt").read_text(encoding="utf-8"))
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert from_stdin.stdout.splitlines() == lines
+    assert "reading sentences" not in from_stdin.stderr      # stdin is not a terminal: no hint
+
+
+def test_translate_n_best_prints_ranked_scores(trained):
+    cwd, _ = trained
+    r = run(["translate", "--model", "model", "--beam-size", "3", "--n-best", "2"], cwd, input="1 Jan 2000\n")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("\t") for line in r.stdout.splitlines() if line]
+    assert [row[0] for row in rows] == ["1", "2"]
+    assert float(rows[0][1]) >= float(rows[1][1])
+
+
+def test_evaluate_prints_all_metrics_as_json(trained):
+    cwd, _ = trained
+    r = run(["data", "--task", "dates", "--out", "data"], cwd)
+    assert r.returncode == 0, r.stderr
+    r = run(["evaluate", "--model", "model", "--data", "data/valid.tsv", "--json"], cwd, timeout=600)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(r.stdout)
+    assert set(metrics) >= {"exact_match", "token_acc", "bleu", "cross_entropy", "ppl"}
+    assert metrics["ppl"] == pytest.approx(2.718281828459045 ** metrics["cross_entropy"])
+
+
+def test_plot_writes_a_png(trained):
+    pytest.importorskip("matplotlib")
+    cwd, _ = trained
+    r = run(["plot", "--run", "model", "--out", "curves.png"], cwd)
+    assert r.returncode == 0, r.stderr
+    assert (cwd / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = run(["translate", "--model", "model", "--plot-attention", "att.png"], cwd, input="2 Feb 2002\n")
+    assert r.returncode == 0, r.stderr
+    assert (cwd / "att.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tasks_lists_every_builtin_task(tmp_path):
+    r = run(["tasks"], tmp_path)
+    assert r.returncode == 0
+    for name in ("dates", "reverse", "addition", "numbers", "numbers-ko"):
+        assert name in r.stdout
+
+
+def test_version(tmp_path):
+    r = run(["--version"], tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("minis2s ")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--hidden-size", "-4"], "positive integer"),
+    (["train", "--hidden-size", "15"], "must be even"),
+    (["train", "--task", "nope"], "invalid choice"),
+    (["train", "--device", "tpu"], "invalid choice"),
+    (["train", "--train", "missing.tsv", "--valid", "missing.tsv"], "missing.tsv: file not found"),
+    (["train", "--task", "dates", "--train", "a.tsv", "--valid", "b.tsv"], "not both"),
+    (["translate", "--model", "nowhere", "--beam-size", "2", "--n-best", "3"], "--n-best (3)"),
+    (["translate", "--model", "nowhere"], "nowhere: model directory not found"),
+])
+def test_bad_arguments_are_one_line_errors_with_exit_code_2(tmp_path, args, message):
+    r = run(args, tmp_path, input="")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr

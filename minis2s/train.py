@@ -65,7 +65,7 @@ class TrainConfig:
     attention: str = "general"
     input_feeding: bool = True
     # optimisation
-    epochs: int = 8
+    epochs: int = 5
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 2e-3

@@ -1,0 +1,74 @@
+"""The training procedure: exact resume, best/last checkpoints, early stopping, NaN handling."""
+import json
+
+import numpy as np
+import pytest
+
+import minis2s
+from minis2s.checkpoint import load_checkpoint
+from minis2s.train import TrainConfig, TrainingError, fit
+
+TINY = dict(task="dates", n_train=200, n_valid=30, n_test=30, emb_size=8, hidden_size=16,
+            batch_size=32, dropout=0.3, quiet=True, valid_decode_limit=10)
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_a_run_resumed_after_2_epochs_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
+    full = fit(TrainConfig(out=str(tmp_path / "full"), epochs=4, **TINY), log=lambda m: None)
+    fit(TrainConfig(out=str(tmp_path / "half"), epochs=2, **TINY), log=lambda m: None)
+    fit(TrainConfig(epochs=4, quiet=True), resume=str(tmp_path / "half"), log=lambda m: None)
+    a, b = _weights(tmp_path / "full" / "last.npz"), _weights(tmp_path / "half" / "last.npz")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    log_a = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "half" / "log.jsonl").read_text().splitlines()]
+    assert [r["train_loss"] for r in log_a] == [r["train_loss"] for r in log_b]
+    assert full["test"]["exact_match"] >= 0.0
+
+
+def test_best_checkpoint_and_load_translate(tmp_path):
+    fit(TrainConfig(out=str(tmp_path / "run"), epochs=2, **TINY), log=lambda m: None)
+    model = minis2s.load(tmp_path / "run")
+    out = model.translate(["23 Nov 2026", "2026년 1월 5일"], beam_size=3)
+    assert len(out) == 2 and all(isinstance(s, str) for s in out)
+    detailed = model.translate(["1 Jan 2000"], beam_size=2, n_best=2, return_details=True)
+    assert len(detailed[0]) == 2 and detailed[0][0].score >= detailed[0][1].score
+    att = detailed[0][0].attention
+    assert att.shape[1] == len("1 Jan 2000") + 1
+    np.testing.assert_allclose(att.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_early_stopping_stops_before_the_last_epoch(tmp_path):
+    logs = []
+    fit(TrainConfig(out=str(tmp_path / "run"), epochs=30, patience=1, lr=1e-9, **TINY), log=logs.append)
+    assert any("early stopping" in m for m in logs)
+    n_epochs = len((tmp_path / "run" / "log.jsonl").read_text().splitlines())
+    assert n_epochs < 30
+
+
+def test_a_nan_loss_stops_with_epoch_and_iteration_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    fit(TrainConfig(out=str(run), epochs=1, **TINY), log=lambda m: None)
+    before = (run / "last.npz").read_bytes()
+    import minis2s.models.seq2seq as s2s
+    real_loss = s2s.Seq2Seq.loss
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        out = real_loss(self, *args, **kwargs)
+        return out * float("nan") if calls["n"] == 3 else out
+    monkeypatch.setattr(s2s.Seq2Seq, "loss", poisoned)
+    with pytest.raises(TrainingError, match=r"epoch 2, iteration (9|10)\b"):
+        fit(TrainConfig(epochs=3, quiet=True), resume=str(run), log=lambda m: None)
+    assert (run / "last.npz").read_bytes() == before
+    calls["n"] = 0
+    monkeypatch.setattr(s2s.Seq2Seq, "loss", poisoned)
+    skip = dict(TINY, nan_policy="skip")
+    fit(TrainConfig(out=str(tmp_path / "skip"), epochs=1, **skip), log=lambda m: None)
+    record = json.loads((tmp_path / "skip" / "log.jsonl").read_text().splitlines()[0])
+    assert record["skipped_batches"] == 1

@@ -53,12 +53,12 @@ class Engine:
         st = self.state
         st.max_epochs = max_epochs
         self.fire(Events.STARTED)
-        while st.epoch < max_epochs and not self._stop:
-            batches = list(data(st.epoch + 1) if callable(data) else data)
-            st.epoch_length = len(batches)
+        while (st.epoch < max_epochs or st.iteration_in_epoch > 0) and not self._stop:
             skip = st.iteration_in_epoch
             if skip == 0:
                 st.epoch += 1
+            batches = list(data(st.epoch) if callable(data) else data)
+            st.epoch_length = len(batches)
             self.fire(Events.EPOCH_STARTED)
             for b in batches[skip:]:
                 st.batch = b

@@ -69,6 +69,11 @@ class Decoder(nn.Module):
             h = states[k][:, :n]
         return h                                                           # (B, H)
 
+    def _drop(self, x: Tensor) -> Tensor:
+        """Dropout on the attentional states before the generator (training only), so that a
+        one-layer model is regularised too."""
+        return F.dropout(x, self.dropout, self.training, self.dropout_generator)
+
     def _attend(self, h: Tensor, memory, pad_mask, w):
         if self.attention is None:
             return h, None
@@ -116,11 +121,11 @@ class Decoder(nn.Module):
             if a is not None:
                 attentions.append(a)
             if sampling:
-                step_logits.append(self.output_layer(h_tilde))            # (B, V)
+                step_logits.append(self.output_layer(self._drop(h_tilde)))  # (B, V)
         if sampling:
             logits = ops.stack(step_logits, dim=1)                         # (B, T, V)
         else:
-            logits = self.output_layer(ops.stack(h_tildes, dim=1))        # (B, T, V), one GEMM
+            logits = self.output_layer(self._drop(ops.stack(h_tildes, dim=1)))  # (B, T, V), one GEMM
         attention = ops.stack(attentions, dim=1) if attentions else None   # (B, T, S)
         return logits, attention
 

@@ -1,0 +1,123 @@
+"""``minis2s lm``: train, score, generate and compare language models."""
+from __future__ import annotations
+
+import math
+import sys
+
+
+def add_lm_parser(sub) -> None:
+    from ..cli import _nonneg_int, _positive_float, _positive_int, _unit_float
+    from .training import LMConfig
+    d = LMConfig()
+    lm = sub.add_parser("lm", help="language models: n-gram and LSTM")
+    lsub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
+
+    t = lsub.add_parser("train", help="train an n-gram or LSTM language model")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--corpus", metavar="FILE", help="text, one sentence per line (split 80/10/10)")
+    src.add_argument("--builtin", choices=["pydoc", "markov", "brackets"])
+    t.add_argument("--model", choices=["ngram", "lstm"], default=d.model)
+    t.add_argument("--order", type=_positive_int, default=d.order)
+    t.add_argument("--smoothing", choices=["add-k", "kneser-ney"], default=d.smoothing)
+    t.add_argument("--k", type=_positive_float, default=d.k, help="add-k constant (1 = Laplace)")
+    t.add_argument("--tokenizer", choices=["space", "char", "bpe"], default=d.tokenizer)
+    t.add_argument("--bpe-merges", type=_positive_int, default=d.bpe_merges)
+    t.add_argument("--min-freq", type=_positive_int, default=d.min_freq,
+                   help="rarer training tokens become <unk>")
+    t.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
+    t.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size)
+    t.add_argument("--layers", type=_positive_int, default=d.layers)
+    t.add_argument("--dropout", type=_unit_float, default=d.dropout)
+    t.add_argument("--tie-weights", action="store_true")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    t.add_argument("--lr", type=_positive_float, default=d.lr)
+    t.add_argument("--seed", type=_nonneg_int, default=d.seed)
+    t.add_argument("--out", metavar="DIR")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_lm_train)
+
+    s = lsub.add_parser("score", help="log-probability and perplexity of each line")
+    s.add_argument("--model", required=True, metavar="DIR")
+    s.add_argument("--input", metavar="FILE", help="default: standard input")
+    s.add_argument("--rank", action="store_true", help="order the lines from most to least probable")
+    s.set_defaults(func=cmd_lm_score)
+
+    g = lsub.add_parser("generate", help="sample sentences from an LSTM language model")
+    g.add_argument("--model", required=True, metavar="DIR")
+    g.add_argument("--n", type=_positive_int, default=5)
+    g.add_argument("--temperature", type=_positive_float, default=1.0)
+    g.add_argument("--top-k", type=_positive_int)
+    g.add_argument("--greedy", action="store_true")
+    g.add_argument("--prompt", metavar="TEXT")
+    g.add_argument("--max-length", type=_positive_int, default=50)
+    g.add_argument("--seed", type=_nonneg_int, default=0)
+    g.set_defaults(func=cmd_lm_generate)
+
+    c = lsub.add_parser("compare", help="test perplexity of n-grams (orders 1-5) and an LSTM")
+    c.add_argument("--builtin", required=True, choices=["pydoc", "markov", "brackets"])
+    c.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    c.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size)
+    c.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
+    c.add_argument("--max-order", type=_positive_int, default=5)
+    c.add_argument("--seed", type=_nonneg_int, default=0)
+    c.set_defaults(func=cmd_lm_compare)
+    lm.set_defaults(func=lambda args: lm.print_help() or 0)
+
+
+def _lines(path):
+    from ..cli import _read_lines
+    return [line for line in _read_lines(path)]
+
+
+def cmd_lm_train(args) -> int:
+    from dataclasses import fields
+    from .training import LMConfig, fit_lm
+    names = {f.name for f in fields(LMConfig)}
+    cfg = LMConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True))
+    print(f"valid perplexity {figures['valid_ppl']:.3f}  test perplexity {figures['test_ppl']:.3f}")
+    print(f"model saved in {figures['run_dir']}  ({figures['time']:.0f}s)")
+    return 0
+
+
+def cmd_lm_score(args) -> int:
+    from .training import load_lm
+    lm = load_lm(args.model)
+    lines = [l for l in _lines(args.input) if l.strip()]
+    scores = lm.score(lines)
+    rows = list(zip(lines, scores))
+    if args.rank:
+        rows.sort(key=lambda r: -r[1][0])
+        for rank, (line, (lp, n)) in enumerate(rows, 1):
+            print(f"{rank}\t{lp:.4f}\t{line}")
+        return 0
+    for line, (lp, n) in rows:
+        print(f"{lp:.4f}\t{n}\t{math.exp(-lp / max(n, 1)):.3f}\t{line}")
+    total_lp = sum(lp for _, (lp, _) in rows)
+    total_n = sum(n for _, (_, n) in rows)
+    print(f"total\tlog-probability {total_lp:.4f}\ttokens {total_n}\tperplexity "
+          f"{math.exp(-total_lp / max(total_n, 1)):.3f}")
+    return 0
+
+
+def cmd_lm_generate(args) -> int:
+    from .training import load_lm
+    lm = load_lm(args.model)
+    for text in lm.generate(args.n, args.max_length, args.temperature, args.top_k, args.greedy,
+                            args.prompt, args.seed):
+        print(text)
+    return 0
+
+
+def cmd_lm_compare(args) -> int:
+    from .training import compare
+    rows, info = compare(args.builtin, dict(epochs=args.epochs, hidden_size=args.hidden_size,
+                                            emb_size=args.emb_size, quiet=True),
+                         orders=range(1, args.max_order + 1), seed=args.seed)
+    if info:
+        print("corpus: " + ", ".join(f"{k}={v}" for k, v in info.items() if not isinstance(v, (list, dict))))
+    print(f"{'model':<24} {'test perplexity':>16} {'time (s)':>9}")
+    for name, ppl, seconds in rows:
+        print(f"{name:<24} {ppl:>16.3f} {seconds:>9.1f}")
+    return 0

@@ -1,0 +1,256 @@
+"""Training and loading language models: n-gram (counting) and LSTM (the event engine).
+
+Both kinds are measured the same way: cross-entropy per predicted token in nats, EOS counted and
+BOS never predicted, over a whole split; perplexity = exp(cross-entropy).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+import grad
+from grad import backend as B
+from grad import optim
+from grad.nn.utils import clip_grad_norm_
+from grad.tensor import Tensor
+
+from ..checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
+from ..engine import Engine, Events
+from .lstm_lm import LSTMLanguageModel, pad_batch, perplexity_from_scores
+
+
+@dataclass
+class LMConfig:
+    corpus: str | None = None
+    builtin: str | None = None
+    model: str = "lstm"               # "lstm" or "ngram"
+    order: int = 3
+    smoothing: str = "kneser-ney"
+    k: float = 1.0
+    tokenizer: str = "space"
+    bpe_merges: int = 1000
+    min_freq: int = 2
+    emb_size: int = 64
+    hidden_size: int = 128
+    layers: int = 1
+    dropout: float = 0.1
+    tie_weights: bool = False
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 3e-3
+    max_grad_norm: float = 5.0
+    seed: int = 0
+    out: str | None = None
+    quiet: bool = False
+
+
+# ------------------------------------------------------------------------------ data
+def _split_lines(lines):
+    """Deterministic 80/10/10 split of a text corpus by line: every 10th line (from the 9th)
+    to valid, every 10th (from the 10th) to test."""
+    train, valid, test = [], [], []
+    for i, line in enumerate(lines):
+        (valid if i % 10 == 8 else test if i % 10 == 9 else train).append(line)
+    return train, valid, test
+
+
+def load_corpus(cfg: LMConfig):
+    """``(train, valid, test, tokenizer, info)``: sentences as token lists."""
+    from ..data.tokenizers import get_tokenizer
+    info = {}
+    if cfg.builtin:
+        from .corpora import load_builtin
+        corpus = load_builtin(cfg.builtin, seed=cfg.seed)
+        texts = [[" ".join(s) for s in split] for split in (corpus.train, corpus.valid, corpus.test)]
+        info = dict(corpus.info)
+    elif cfg.corpus:
+        from ..data.parallel import DataError
+        path = Path(cfg.corpus)
+        if not path.is_file():
+            raise DataError(path, None, "file not found")
+        try:
+            lines = [l.strip() for l in path.read_text(encoding="utf-8-sig").splitlines()]
+        except UnicodeDecodeError as exc:
+            raise DataError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        lines = [l for l in lines if l]
+        if len(lines) < 10:
+            raise DataError(path, None, f"needs at least 10 non-empty lines, has {len(lines)}")
+        texts = list(_split_lines(lines))
+    else:
+        raise ValueError("give --corpus FILE or --builtin NAME")
+    if cfg.tokenizer == "bpe":
+        from ..data.bpe import BPETokenizer
+        tok = BPETokenizer.train(texts[0], cfg.bpe_merges)
+    else:
+        tok = get_tokenizer(cfg.tokenizer)
+    splits = [[tok.tokenize(t) for t in split] for split in texts]
+    splits = [[s for s in split if s] for split in splits]
+    return splits[0], splits[1], splits[2], tok, info
+
+
+# ------------------------------------------------------------------------------ n-gram
+def train_ngram(cfg: LMConfig, train, valid, test):
+    from .ngram import NGramLM
+    lm = NGramLM(cfg.order, smoothing=cfg.smoothing, k=cfg.k, min_freq=cfg.min_freq)
+    lm.fit(train)
+    return lm, {"valid_ppl": lm.perplexity(valid), "test_ppl": lm.perplexity(test)}
+
+
+# ------------------------------------------------------------------------------ LSTM
+def _encode(vocab, sentences):
+    return [vocab.encode(s, add_bos=True, add_eos=True) for s in sentences]
+
+
+def evaluate_lm(model, ids, batch_size: int = 64) -> float:
+    """Cross-entropy per predicted token (nats) over the whole split."""
+    scores = model.score([s[1:-1] for s in ids], batch_size=batch_size)
+    return math.log(perplexity_from_scores(scores))
+
+
+def train_lstm(cfg: LMConfig, train, valid, test, run_dir: Path | None = None, log=print):
+    """Teacher-forced training on ``x[:-1] -> x[1:]`` with Adam and clipping, validated each
+    epoch; the best epoch (valid cross-entropy) is kept."""
+    from ..data.batching import make_batches
+    from ..data.vocab import Vocab
+    vocab = Vocab.build(train, min_freq=cfg.min_freq)
+    gen = grad.Generator(cfg.seed)
+    model = LSTMLanguageModel(len(vocab), cfg.emb_size, cfg.hidden_size, cfg.layers, cfg.dropout,
+                              tie_weights=cfg.tie_weights, generator=gen)
+    opt = optim.Adam(model.parameters(), lr=cfg.lr)
+    params = list(model.parameters())
+    ids = {"train": _encode(vocab, train), "valid": _encode(vocab, valid), "test": _encode(vocab, test)}
+    lengths = [len(s) for s in ids["train"]]
+    best = {"ce": None, "state": None}
+
+    def batches(epoch):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        return make_batches(lengths, cfg.batch_size, True, rng)
+
+    def step(engine, idx):
+        seqs = [ids["train"][i] for i in idx]
+        arr, lens = pad_batch(seqs)
+        model.train()
+        loss = model.loss(arr[:, :-1], arr[:, 1:], lens - 1)
+        opt.zero_grad()
+        loss.backward()
+        clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        return loss.item()
+
+    trainer = Engine(step)
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def validate(engine):
+        ce = evaluate_lm(model, ids["valid"])
+        improved = best["ce"] is None or ce < best["ce"]
+        if improved:
+            best["ce"] = ce
+            best["state"] = {k: B.xp.asarray(v, copy=True) for k, v in model.state_dict().items()}
+        log(f"epoch {engine.state.epoch:>2}  valid perplexity {math.exp(ce):9.3f}" + ("  *" if improved else ""))
+        if run_dir is not None:
+            with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"epoch": engine.state.epoch, "valid_loss": ce,
+                                    "valid_ppl": math.exp(ce)}) + "\n")
+            save_checkpoint(run_dir / "last.npz", model, opt, {"epoch": engine.state.epoch})
+            if improved:
+                save_checkpoint(run_dir / "best.npz", model, opt, {"epoch": engine.state.epoch})
+
+    trainer.run(batches, max_epochs=cfg.epochs)
+    model.load_state_dict(best["state"])
+    test_ce = evaluate_lm(model, ids["test"])
+    return model, vocab, {"valid_ppl": math.exp(best["ce"]), "test_ppl": math.exp(test_ce)}
+
+
+# ------------------------------------------------------------------------------ run dirs
+def fit_lm(cfg: LMConfig, log=print) -> dict:
+    """Train the model ``cfg`` names and save it in a run directory; returns the figures."""
+    start = time.time()
+    train, valid, test, tok, info = load_corpus(cfg)
+    out = Path(cfg.out or f"runs/lm-{cfg.builtin or Path(cfg.corpus).stem}-{cfg.model}")
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"format_version": FORMAT_VERSION, "kind": f"lm-{cfg.model}", "train": asdict(cfg),
+              "tokenizer": tok.to_dict(), "corpus_info": info}
+    if cfg.model == "ngram":
+        lm, figures = train_ngram(cfg, train, valid, test)
+        lm.save(out / "ngram.json")
+    elif cfg.model == "lstm":
+        (out / "log.jsonl").unlink(missing_ok=True)
+        model, vocab, figures = train_lstm(cfg, train, valid, test, out, log)
+        write_json(out / "vocab.json", vocab.to_dict())
+        config["model"] = model.config
+    else:
+        raise ValueError(f"--model must be 'ngram' or 'lstm', got {cfg.model!r}")
+    write_json(out / "config.json", config)
+    figures.update(run_dir=str(out), time=time.time() - start, info=info)
+    return figures
+
+
+class LoadedLM:
+    """A saved language model with its tokenizer: ``score`` and ``generate`` on text."""
+
+    def __init__(self, kind, model, tokenizer, vocab=None):
+        self.kind, self.model, self.tokenizer, self.vocab = kind, model, tokenizer, vocab
+
+    def score(self, texts):
+        """``[(logprob, n_predicted_tokens)]`` per text (EOS counted)."""
+        token_lists = [self.tokenizer.tokenize(t) for t in texts]
+        if self.kind == "lm-ngram":
+            return [(self.model.logprob(toks), len(toks) + 1) for toks in token_lists]
+        return self.model.score([self.vocab.encode(t) for t in token_lists])
+
+    def generate(self, n=1, max_len=50, temperature=1.0, top_k=None, greedy=False, prompt=None, seed=0):
+        if self.kind != "lm-lstm":
+            raise ValueError("generation is implemented for LSTM language models (--model lstm)")
+        prompt_ids = self.vocab.encode(self.tokenizer.tokenize(prompt)) if prompt else None
+        outs = self.model.generate(n, max_len, temperature, top_k, greedy, prompt_ids, grad.Generator(seed))
+        return [self.tokenizer.detokenize(self.vocab.decode(o)) for o in outs]
+
+
+def load_lm(run_dir) -> LoadedLM:
+    from ..data.vocab import Vocab
+    from ..runs import tokenizer_from_config
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{run_dir / 'config.json'}: format version {config.get('format_version')}, "
+                              f"this minis2s reads version {FORMAT_VERSION}")
+    kind = config.get("kind")
+    tok = tokenizer_from_config(config["tokenizer"])
+    if kind == "lm-ngram":
+        from .ngram import NGramLM
+        return LoadedLM(kind, NGramLM.load(run_dir / "ngram.json"), tok)
+    if kind == "lm-lstm":
+        vocab = Vocab.load(run_dir / "vocab.json")
+        model = LSTMLanguageModel(**config["model"], generator=grad.Generator(0))
+        path = run_dir / "best.npz"
+        try:
+            model.load_state_dict(load_checkpoint(path)["model"])
+        except ValueError as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
+        return LoadedLM(kind, model, tok, vocab)
+    raise CheckpointError(f"{run_dir / 'config.json'}: not a language model directory (kind {kind!r})")
+
+
+def compare(builtin: str, lstm_cfg: dict | None = None, orders=(1, 2, 3, 4, 5), log=print, seed: int = 0):
+    """Test perplexities of n-gram LMs (orders, both smoothings) and an LSTM LM on one split."""
+    cfg = LMConfig(builtin=builtin, seed=seed, **(lstm_cfg or {}))
+    train, valid, test, _, info = load_corpus(cfg)
+    rows = []
+    for order in orders:
+        for smoothing in ("add-k", "kneser-ney"):
+            c = LMConfig(**{**asdict(cfg), "model": "ngram", "order": order, "smoothing": smoothing})
+            t0 = time.time()
+            _, figures = train_ngram(c, train, valid, test)
+            rows.append((f"{order}-gram {smoothing}", figures["test_ppl"], time.time() - t0))
+    t0 = time.time()
+    _, _, figures = train_lstm(cfg, train, valid, test, None, log=lambda m: None if cfg.quiet else log(m))
+    rows.append((f"LSTM ({cfg.layers}x{cfg.hidden_size})", figures["test_ppl"], time.time() - t0))
+    return rows, info

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import backend as B
 from . import ops
-from .tensor import Tensor, as_tensor, make
+from .tensor import OuterGrad, Tensor, as_tensor, make
 
 
 def _dim(dim, axis):
@@ -290,3 +290,39 @@ def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
         x_gates = x_gates + b_hh
     state = lstm_step(x_gates, ops.cat([h, c], dim=1), w_hh)
     return state[:, :n_hidden], state[:, n_hidden:]
+
+
+# ============================================================================ attention
+def attention_lookup(query: Tensor, memory: Tensor, pad_mask=None):
+    """Dot-product attention for one decoder step, fused into one node.
+
+    ``query``: ``(B, H)``; ``memory``: ``(B, S, H)`` (keys and values); ``pad_mask``: ``(B, S)``
+    bool, True where the source is padding. Returns ``(context (B, H), weights (B, S))``; the
+    weights are returned without gradient (they are for looking at). Same math as the composed
+    version in ``minis2s.models.attention.LuongAttention`` (``fused=False``)::
+
+        scores = memory q          a = softmax(scores) (0 at padding)        context = a^T memory
+
+    Backward, with ``gc`` the gradient of the context::
+
+        ga = memory gc             gs = a * (ga - sum(a * ga))      (softmax's Jacobian)
+        dq = gs^T memory           dmemory = a (x) gc + gs (x) q     (two outer products per row)
+
+    ``dmemory`` is returned as an ``OuterGrad``: the decoder's T steps add up to ONE batched
+    matrix product instead of T products with an inner dimension of 1.
+    """
+    xp = B.xp
+    q, mem = query.data, memory.data
+    scores = xp.matmul(mem, q[:, :, None])[:, :, 0]                          # (B, S)
+    if pad_mask is not None:
+        scores = xp.where(pad_mask, B.full((), float("-inf"), like=scores), scores)
+    z = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
+    a = z / xp.sum(z, axis=1, keepdims=True)                                  # (B, S)
+    context = xp.matmul(a[:, None, :], mem)[:, 0, :]                          # (B, H)
+
+    def backward(gc):
+        ga = xp.matmul(mem, gc[:, :, None])[:, :, 0]                          # (B, S)
+        gs = a * (ga - xp.sum(a * ga, axis=1, keepdims=True))                 # (B, S)
+        dq = xp.matmul(gs[:, None, :], mem)[:, 0, :]                          # (B, H)
+        return dq, OuterGrad([a, gs], [gc, q])
+    return make(context, (query, memory), backward, "attention_lookup"), Tensor(a)

@@ -192,7 +192,7 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
     while heap:
         _, _, node = heapq.heappop(heap)
         g = grads.pop(id(node))
-        if isinstance(g, SliceGrad):
+        if isinstance(g, (SliceGrad, OuterGrad)):
             g = g.dense()
         if node._backward is None:                       # a leaf: accumulate out of place
             if node.grad is None:
@@ -210,6 +210,8 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
             key = id(parent)
             if key not in grads:
                 grads[key] = pg
+            elif isinstance(pg, OuterGrad) and isinstance(grads[key], OuterGrad):
+                grads[key] = grads[key].merge(pg)       # still factored: no arithmetic yet
             else:
                 # A tensor used more than once gets every contribution. The first time, the sum
                 # goes into a fresh buffer that belongs to this sweep (never into an array an op
@@ -242,8 +244,34 @@ class SliceGrad:
         return full
 
 
+class OuterGrad:
+    """A gradient of shape ``(B, S, H)`` that is a sum of outer products, one per batch row:
+    ``sum_k lefts[k][b, :, None] * rights[k][b, None, :]`` with ``lefts[k]`` ``(B, S)`` and
+    ``rights[k]`` ``(B, H)``.
+
+    Attention sends such a gradient to the encoder outputs at every decoder step. Adding T of
+    them as dense arrays costs T products with an inner dimension of 1 (far below the speed of a
+    matrix product) plus T full-size additions; kept as factors, they are summed at the end as ONE
+    batched matrix product ``(B, S, K) @ (B, K, H)``.
+    """
+
+    __slots__ = ("lefts", "rights")
+
+    def __init__(self, lefts, rights):
+        self.lefts, self.rights = list(lefts), list(rights)
+
+    def merge(self, other: "OuterGrad") -> "OuterGrad":
+        return OuterGrad(self.lefts + other.lefts, self.rights + other.rights)
+
+    def dense(self):
+        xp = B.xp
+        left = xp.stack(self.lefts, axis=2)                       # (B, S, K)
+        right = xp.stack(self.rights, axis=1)                     # (B, K, H)
+        return xp.matmul(left, right)                             # (B, S, H)
+
+
 def _fresh_buffer(g):
-    if isinstance(g, SliceGrad):
+    if isinstance(g, (SliceGrad, OuterGrad)):
         return g.dense()
     return B.xp.asarray(g, copy=True)
 
@@ -251,6 +279,8 @@ def _fresh_buffer(g):
 def _add_into(buffer, g) -> None:
     if isinstance(g, SliceGrad):
         buffer[g.index] = buffer[g.index] + g.value
+    elif isinstance(g, OuterGrad):
+        buffer += g.dense()
     else:
         buffer += g
 

@@ -57,10 +57,49 @@ def test_attention_gradcheck_with_mask(backend, kind):
         h = grad.randn(2, 5, generator=gen, dtype="float64", requires_grad=True)
         memory = grad.randn(2, 4, 5, generator=gen, dtype="float64", requires_grad=True)
         mask = B.from_numpy(np.array([[False, False, True, True], [False, False, False, False]]))
-        assert grad.gradcheck(lambda h, m: att(h, m, mask), [h, memory], params=list(att.parameters()))
+        params = list(att.parameters())
+        # The composed path: both outputs (h~ and the attention weights) are differentiable.
+        assert grad.gradcheck(lambda h, m: att(h, m, mask, fused=False), [h, memory], params=params)
+        # The fused path returns the weights for inspection only; h~ carries the gradient.
+        assert grad.gradcheck(lambda h, m: att(h, m, mask)[0], [h, memory], params=params)
 
 
 # ----------------------------------------------------------------------------- attention
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["general", "dot"])
+def test_fused_attention_equals_the_composed_reference(backend, kind):
+    """Outputs, weights and the gradients of every input and parameter agree to 1e-12."""
+    with B.use(backend):
+        gen = grad.Generator(3)
+        att = LuongAttention(5, kind, generator=gen).double()
+        pad = B.from_numpy(np.array([[False, False, False, True], [False, False, False, False]]))
+        results = []
+        for fused in (True, False):
+            h = grad.randn(2, 5, generator=grad.Generator(4), dtype="float64", requires_grad=True)
+            memory = grad.randn(2, 4, 5, generator=grad.Generator(5), dtype="float64", requires_grad=True)
+            att.zero_grad()
+            h_tilde, weights = att(h, memory, pad, fused=fused)
+            (h_tilde * grad.randn(2, 5, generator=grad.Generator(6), dtype="float64")).sum().backward()
+            results.append([h_tilde.numpy(), weights.numpy(), B.to_numpy(h.grad), B.to_numpy(memory.grad)]
+                           + [B.to_numpy(p.grad) for p in att.parameters()])
+        for a, b in zip(*results):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_attention_lookup_gradcheck_across_several_steps(backend):
+    """Several steps share one memory: their factored gradients are merged into one product."""
+    with B.use(backend):
+        gen = grad.Generator(8)
+        memory = grad.randn(2, 4, 3, generator=gen, dtype="float64", requires_grad=True)
+        qs = [grad.randn(2, 3, generator=gen, dtype="float64", requires_grad=True) for _ in range(3)]
+        pad = B.from_numpy(np.array([[False, False, True, True], [False, False, False, False]]))
+
+        def run(memory, *qs):
+            return grad.stack([F.attention_lookup(q, memory, pad)[0] for q in qs], dim=1)
+        assert grad.gradcheck(run, [memory, *qs])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_masked_positions_get_exactly_zero_weight_and_gradient(backend):
     with B.use(backend):

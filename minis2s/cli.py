@@ -213,7 +213,7 @@ def cmd_train(args) -> int:
     for name, m in result.items():
         if isinstance(m, dict):
             print(f"{name}: exact match {100 * m['exact_match']:.1f}%  token accuracy "
-                  f"{100 * m['token_acc']:.1f}%  BLEU {m['bleu']:.1f}  perplexity {m['ppl']:.3f}  "
+                  f"{100 * m['token_acc']:.1f}%  BLEU {m['bleu']:.1f}  perplexity {m['ppl']:.4f}  "
                   f"({m['decoded']} sentences)")
     print(f"model saved in {result['run_dir']}  ({result['time']:.0f}s)")
     return 0

@@ -334,8 +334,8 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
             save_checkpoint(run_dir / "best.npz", model, optimizer, state)
         with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        log(f"epoch {record['epoch']:>2}  train ppl {record['train_ppl']:7.3f}  valid ppl "
-            f"{metrics['ppl']:7.3f}  token acc {100 * metrics['token_acc']:5.1f}%  exact "
+        log(f"epoch {record['epoch']:>2}  train ppl {record['train_ppl']:8.4f}  valid ppl "
+            f"{metrics['ppl']:8.4f}  token acc {100 * metrics['token_acc']:5.1f}%  exact "
             f"{100 * metrics['exact_match']:5.1f}%  BLEU {metrics['bleu']:5.1f}  ({record['time']:.0f}s)"
             + ("  *" if improved else ""))
         if cfg.patience is not None and tracker["bad_epochs"] >= cfg.patience:

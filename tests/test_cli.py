@@ -114,3 +114,13 @@ def test_bad_arguments_are_one_line_errors_with_exit_code_2(tmp_path, args, mess
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_device_cuda_without_a_usable_gpu_is_refused_before_any_work(tmp_path):
+    import grad
+    if grad.backend.gpu_available():
+        pytest.skip("a GPU is available here, so --device cuda is valid")
+    r = run(["train", "--device", "cuda", "--out", "never"], tmp_path)
+    assert r.returncode == 2
+    assert "backend 'cupy'" in r.stderr and ("not installed" in r.stderr or "no usable CUDA device" in r.stderr)
+    assert not (tmp_path / "never").exists()                 # nothing was started

@@ -1,0 +1,77 @@
+"""The LSTM language model: gradients, scoring, generation, on every backend."""
+import math
+
+import numpy as np
+import pytest
+
+import grad
+from grad import backend as B
+from minis2s.lm.lstm_lm import LSTMLanguageModel, pad_batch
+
+from helpers import BACKENDS
+
+SENTS = [[4, 5, 6], [7, 4], [5, 5, 5, 6]]
+
+
+def model(tie=False, seed=0, dtype="float64"):
+    return LSTMLanguageModel(9, emb_size=6, hidden_size=6, num_layers=2, dropout=0.0,
+                             tie_weights=tie, generator=grad.Generator(seed)).to(dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("tie", [False, True])
+def test_lm_loss_gradcheck(backend, tie):
+    with B.use(backend):
+        lm = model(tie)
+        ids, lengths = pad_batch([[1] + s + [2] for s in SENTS])
+        assert grad.gradcheck(lambda: lm.loss(ids[:, :-1], ids[:, 1:], lengths - 1), [],
+                              params=list(lm.parameters()), max_coordinates=24)
+
+
+def test_tied_weights_are_one_parameter():
+    lm = model(tie=True)
+    assert lm.output_layer.weight is lm.embedding.weight
+    names = [n for n, _ in lm.named_parameters()]
+    assert "output_layer.weight" not in names and "embedding.weight" in names
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_score_equals_the_sum_of_teacher_forced_log_probabilities(backend):
+    with B.use(backend):
+        lm = model()
+        scores = lm.score(SENTS)
+        ids, lengths = pad_batch([[1] + s + [2] for s in SENTS])
+        total = lm.loss(ids[:, :-1], ids[:, 1:], lengths - 1, reduction="sum").item()
+        assert sum(s for s, _ in scores) == pytest.approx(-total, rel=1e-10)
+        assert [n for _, n in scores] == [len(s) + 1 for s in SENTS]     # EOS counted, BOS not
+        # Padding does not change a sentence's score.
+        alone = lm.score([SENTS[1]])[0][0]
+        assert alone == pytest.approx(scores[1][0], rel=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_generate_greedy_is_deterministic_and_sampling_follows_the_generator(backend):
+    with B.use(backend):
+        lm = model(dtype="float32")
+        g1 = lm.generate(3, max_len=6, greedy=True)
+        g2 = lm.generate(3, max_len=6, greedy=True)
+        assert g1 == g2 and all(s == g1[0] for s in g1)
+        s1 = lm.generate(4, max_len=6, generator=grad.Generator(1))
+        s2 = lm.generate(4, max_len=6, generator=grad.Generator(1))
+        assert s1 == s2
+        for sent in s1:
+            assert all(3 <= t < 9 for t in sent) and len(sent) <= 6      # never PAD, BOS or EOS
+        topk1 = lm.generate(20, max_len=3, top_k=1, generator=grad.Generator(2))
+        assert all(s == g1[0][:len(s)] for s in topk1)                   # top-1 sampling is greedy
+        prompted = lm.generate(2, max_len=3, greedy=True, prompt=[5, 6])
+        assert all(s[:2] == [5, 6] for s in prompted)
+
+
+def test_temperature_sharpens_and_flattens():
+    lm = model(dtype="float32")
+    cold = lm.generate(200, max_len=1, temperature=0.05, generator=grad.Generator(3))
+    hot = lm.generate(200, max_len=1, temperature=50.0, generator=grad.Generator(3))
+    distinct = lambda outs: len({tuple(o) for o in outs})
+    assert distinct(cold) < distinct(hot)
+    with pytest.raises(ValueError, match="temperature"):
+        lm.generate(1, temperature=0.0)

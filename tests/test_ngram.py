@@ -1,0 +1,206 @@
+"""Tests for minis2s.lm.ngram: normalisation, hand-computed values, the nltk oracle, a Markov
+source whose entropy rate is known, and saving."""
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minis2s.lm.corpora import load_builtin, markov_source
+from minis2s.lm.ngram import BOS, EOS, UNK, NGramLM
+
+TRAIN = [s.split() for s in [
+    "the cat sat on the mat", "the dog sat on the log", "a cat saw a dog",
+    "the cat ate", "a dog ate the cat food", "on the mat the cat sat", "the log",
+]]
+
+
+def _contexts(lm, order):
+    """Every training context, plus unseen ones (OOV words, partly seen, <s>-padded, empty)."""
+    seen = set()
+    for s in TRAIN:
+        padded = [BOS] * (order - 1) + s + [EOS]
+        for i in range(order - 1, len(padded)):
+            seen.add(tuple(padded[i - order + 1:i]))
+    unseen = [("zebra", "quux", "cat"), ("cat", "cat", "cat"), ("mat", "the", "dog"),
+              ("on",), (), (BOS, "log"), ("<unk>", "sat")]
+    return sorted(seen) + unseen
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize("smoothing,kw", [("add-k", {"k": 1.0}), ("add-k", {"k": 0.01}),
+                                          ("kneser-ney", {}),
+                                          ("kneser-ney", {"discount": "auto", "min_freq": 2}),
+                                          ("kneser-ney", {"discount": 1.0})])
+def test_every_context_sums_to_one(order, smoothing, kw):
+    lm = NGramLM(order, smoothing, **kw).fit(TRAIN)
+    assert BOS not in lm.vocab and EOS in lm.vocab and UNK in lm.vocab
+    for ctx in _contexts(lm, order):
+        dist = lm.distribution(ctx)
+        assert set(dist) == set(lm.vocab)
+        assert math.fsum(dist.values()) == pytest.approx(1.0, abs=1e-9), ctx
+        assert min(dist.values()) > 0
+        assert all(dist[w] == lm.prob(w, ctx) for w in lm.vocab)
+
+
+def test_add_one_by_hand():
+    # V = {</s>, <unk>, a, b}: |V| = 4.  Bigrams: (<s> a), (a b), (b </s>), each count 1.
+    # P(a|<s>) = (1 + 1) / (1 + 4) = 0.4, likewise P(b|a) and P(</s>|b): 3 predicted tokens
+    lm = NGramLM(2, "add-k", k=1.0).fit([["a", "b"]])
+    assert lm.vocab == [EOS, UNK, "a", "b"]
+    assert lm.prob("a", [BOS]) == pytest.approx(0.4)
+    assert lm.prob("a", []) == pytest.approx(0.4)           # short contexts are <s>-padded
+    assert lm.prob("b", ["a"]) == pytest.approx(0.4)
+    assert lm.prob("a", ["a"]) == pytest.approx(1 / 5)
+    assert lm.prob("a", ["never-seen"]) == pytest.approx(1 / 4)  # unseen context: uniform
+    assert lm.logprob(["a", "b"]) == pytest.approx(3 * math.log(0.4))
+    assert lm.cross_entropy([["a", "b"]]) == pytest.approx(-math.log(0.4))   # EOS counted
+    assert lm.perplexity([["a", "b"]]) == pytest.approx(2.5)
+
+
+def test_kneser_ney_by_hand():
+    # train "a b", "a c"; V = {</s>, <unk>, a, b, c}, |V| = 5, D = 0.75.
+    # Unigram continuation counts (distinct left neighbours): a {<s>} 1, b {a} 1, c {a} 1,
+    # </s> {b, c} 2; total 5, 4 distinct types.
+    #   P1(w) = (max(N(.w) - D, 0) + D * 4 * 1/5) / 5
+    #   P1(</s>) = (1.25 + 0.6) / 5 = 0.37;  P1(a) = P1(b) = P1(c) = 0.85 / 5 = 0.17;
+    #   P1(<unk>) = 0.6 / 5 = 0.12                              (sum 1.0)
+    # Bigram (highest order, raw counts): c(a b) = c(a c) = 1, c(a) = 2, 2 types after a;
+    #   P2(b|a) = (1 - 0.75 + 0.75 * 2 * 0.17) / 2 = 0.2525
+    #   c(<s> a) = 2, 1 type:  P2(a|<s>) = (2 - 0.75 + 0.75 * 1 * 0.17) / 2 = 0.68875
+    #   P2(b|<s>) = 0.75 * 0.17 / 2 = 0.06375;  unseen context "c c": P1(b) = 0.17
+    lm = NGramLM(2, "kneser-ney", discount=0.75).fit([["a", "b"], ["a", "c"]])
+    assert lm.prob(EOS, ["zzz"]) == pytest.approx(0.37)          # unseen context -> P1
+    assert lm.prob("a", ["zzz"]) == pytest.approx(0.17)
+    assert lm.prob(UNK, ["zzz"]) == pytest.approx(0.12)
+    assert lm.prob("b", ["a"]) == pytest.approx(0.2525)
+    assert lm.prob("a", [BOS]) == pytest.approx(0.68875)
+    assert lm.prob("b", [BOS]) == pytest.approx(0.06375)
+    # An order-1 model's highest order is the unigram, so it uses raw counts (a 2, b 1, c 1,
+    # </s> 2; total 6, 4 types): P(</s>) = (2 - 0.75 + 0.75 * 4 / 5) / 6 = 1.85 / 6
+    unigram = NGramLM(1, "kneser-ney").fit([["a", "b"], ["a", "c"]])
+    assert unigram.prob(EOS) == pytest.approx(1.85 / 6)
+
+
+def test_unseen_word_gets_the_unk_probability():
+    for smoothing in ("add-k", "kneser-ney"):
+        lm = NGramLM(3, smoothing).fit(TRAIN)
+        p = lm.prob("zebra", ["the", "cat"])
+        assert p > 0 and p == lm.prob(UNK, ["the", "cat"])
+        assert math.isfinite(lm.logprob(["the", "zebra", "sat", "on", "a", "unicorn"]))
+
+
+def test_min_freq_gives_unk_real_counts():
+    lm1 = NGramLM(2, "add-k", min_freq=1).fit(TRAIN)
+    lm2 = NGramLM(2, "add-k", min_freq=2).fit(TRAIN)
+    assert "food" in lm1.vocab and "food" not in lm2.vocab and "cat" in lm2.vocab
+    assert lm2.prob(UNK, ["the"]) > lm1.prob(UNK, ["the"])       # "the food", "the log", ...
+    assert lm2.prob("food", ["cat"]) == lm2.prob(UNK, ["cat"])
+
+
+def test_logprob_perplexity_and_cross_entropy_agree():
+    lm = NGramLM(3).fit(TRAIN)
+    sents = [["the", "cat", "sat"], ["a", "dog"], []]
+    total = sum(lm.logprob(s) for s in sents)
+    n = sum(len(s) + 1 for s in sents)                           # EOS counted, BOS not
+    assert lm.cross_entropy(sents) == pytest.approx(-total / n)
+    assert lm.perplexity(sents) == pytest.approx(math.exp(-total / n))
+    s = ["the", "cat", "sat"]
+    padded = [BOS, BOS] + s + [EOS]
+    assert lm.logprob(s) == pytest.approx(sum(math.log(lm.prob(padded[i], padded[i - 2:i]))
+                                              for i in range(2, len(padded))))
+    assert lm.logprob([]) == pytest.approx(math.log(lm.prob(EOS, [])))
+
+
+def test_kneser_ney_beats_add_one_on_held_out_text():
+    corpus = load_builtin("pydoc")
+    for order in (2, 3):
+        kn = NGramLM(order, "kneser-ney", min_freq=2).fit(corpus.train).perplexity(corpus.test)
+        add1 = NGramLM(order, "add-k", k=1.0, min_freq=2).fit(corpus.train).perplexity(corpus.test)
+        assert kn < 0.5 * add1, (order, kn, add1)
+
+
+def test_add_k_equals_nltk_lidstone_per_event():
+    nltk_lm = pytest.importorskip("nltk.lm")
+    from nltk.lm.preprocessing import pad_both_ends
+    from nltk.util import everygrams
+    corpus = load_builtin("pydoc")
+    train, held_out = corpus.train[:400], corpus.valid[:60]
+    for order, k in [(2, 1.0), (3, 0.5), (3, 0.01)]:
+        mine = NGramLM(order, "add-k", k=k, min_freq=1).fit(train)
+        # Vocabulary conventions.  nltk's len(vocab) counts every item it holds plus <UNK>.
+        # Ours is the training words + </s> + <unk>, without <s> (never predicted).  Giving
+        # nltk the training words + "</s>" makes both |V| equal (checked below).  nltk then maps
+        # "<s>" to <UNK>; training has no out-of-vocabulary words (min_freq=1), so nltk's <UNK>
+        # contexts are exactly our <s> contexts -- which is why we compare only events whose
+        # context holds no unseen word (an unseen *predicted* word is fine: count 0 on both
+        # sides).  nltk pads order-1 </s> on the right; the extra n-grams end in </s> </s> and
+        # have </s> in their context, which we never query.  Order 1 is left out: nltk pads
+        # nothing there, so it has no </s> counts at all.
+        vocab = nltk_lm.Vocabulary([t for s in train for t in s] + [EOS], unk_cutoff=1)
+        assert len(vocab) == len(mine.vocab)
+        ref = nltk_lm.Lidstone(k, order, vocabulary=vocab)
+        ref.fit([list(everygrams(list(pad_both_ends(s, n=order)), max_len=order)) for s in train])
+        known = set(mine.vocab)
+        n_events = 0
+        for s in train[:100] + held_out:
+            padded = [BOS] * (order - 1) + s + [EOS]
+            for i in range(order - 1, len(padded)):
+                ctx = padded[i - order + 1:i]
+                if any(t not in known and t != BOS for t in ctx):
+                    continue
+                assert mine.prob(padded[i], ctx) == pytest.approx(ref.score(padded[i], ctx),
+                                                                  rel=1e-12, abs=1e-15)
+                n_events += 1
+        assert n_events > 1000
+
+
+@pytest.mark.parametrize("smoothing,kw", [("add-k", {"k": 0.01}), ("kneser-ney", {})])
+def test_matching_order_ngram_reaches_the_markov_entropy_rate(smoothing, kw):
+    src = markov_source(order=2, alphabet_size=5, seed=0)
+    h = src.entropy_rate()
+    train, test = [], []
+    rng = np.random.default_rng(1)
+    while sum(len(s) + 1 for s in train) < 200_000:
+        train.extend(src.sample(2000, rng=rng))
+    test = src.sample(8000, rng=np.random.default_rng(2))          # about 100k tokens
+    lm = NGramLM(src.order + 1, smoothing, **kw).fit(train)
+    ce = lm.cross_entropy(test)
+    assert abs(ce - h) / h < 0.02, (ce, h)
+    assert lm.perplexity(test) == pytest.approx(math.exp(ce), rel=1e-12)
+    # the true source's own cross-entropy on the same sample is the floor the model approaches
+    n = sum(len(s) + 1 for s in test)
+    true_ce = -sum(src.logprob(s) for s in test) / n
+    assert true_ce <= ce
+
+
+@pytest.mark.parametrize("smoothing", ["add-k", "kneser-ney"])
+def test_save_and_load_round_trip(tmp_path, smoothing):
+    data = TRAIN + [["tokens with", " spaces", "and\ttabs"], ["ünïcode", "🦊"]]
+    lm = NGramLM(3, smoothing, k=0.3, discount="auto").fit(data)
+    path = tmp_path / "lm.json"
+    lm.save(path)
+    d = json.loads(path.read_text(encoding="utf-8"))                # plain JSON, not pickle
+    assert d["order"] == 3 and d["smoothing"] == smoothing
+    back = NGramLM.load(path)
+    assert back.vocab == lm.vocab and back.to_dict() == lm.to_dict()
+    for ctx in itertools.islice(_contexts(lm, 3), 40):
+        for w in lm.vocab + ["unseen"]:
+            assert back.prob(w, ctx) == lm.prob(w, ctx)
+    assert back.prob(" spaces", ["tokens with"]) == lm.prob(" spaces", ["tokens with"])
+    with pytest.raises(ValueError):
+        NGramLM.from_dict({"format": "something else"})
+
+
+def test_bad_arguments():
+    for kwargs in [dict(order=0), dict(smoothing="witten-bell"), dict(k=0), dict(discount=1.5),
+                   dict(min_freq=0)]:
+        with pytest.raises(ValueError):
+            NGramLM(**{"order": 2, **kwargs})
+
+
+def test_untrained_model_is_uniform():
+    lm = NGramLM(2)
+    assert lm.vocab == [EOS, UNK]
+    assert lm.prob("anything") == pytest.approx(0.5)

@@ -124,3 +124,27 @@ def test_device_cuda_without_a_usable_gpu_is_refused_before_any_work(tmp_path):
     assert r.returncode == 2
     assert "backend 'cupy'" in r.stderr and ("not installed" in r.stderr or "no usable CUDA device" in r.stderr)
     assert not (tmp_path / "never").exists()                 # nothing was started
+
+
+def test_lm_commands_train_score_rank_generate(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    lines = ["the cat sat on the mat", "the dog sat on the log", "a cat saw a dog"] * 20
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = run(["lm", "train", "--corpus", "corpus.txt", "--model", "ngram", "--order", "2",
+             "--min-freq", "1", "--out", "ng"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "test perplexity" in r.stdout
+    r = run(["lm", "score", "--model", "ng", "--rank"], tmp_path,
+            input="mat the on sat cat the\nthe cat sat on the mat\n")
+    assert r.returncode == 0, r.stderr
+    ranked = [line.split("\t") for line in r.stdout.splitlines()]
+    assert ranked[0][2] == "the cat sat on the mat"             # the fluent order wins
+    r = run(["lm", "score", "--model", "ng"], tmp_path, input="the cat sat\n")
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith("total")
+    r = run(["lm", "train", "--corpus", "corpus.txt", "--model", "lstm", "--epochs", "1",
+             "--hidden-size", "16", "--emb-size", "8", "--min-freq", "1", "--out", "lstm", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run(["lm", "generate", "--model", "lstm", "--n", "3", "--top-k", "3", "--prompt", "the"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 3
+    assert all(line.startswith("the") for line in r.stdout.splitlines())

@@ -29,3 +29,5 @@ __all__ = [
     "tokenizer_from_dict",
     "BOS", "EOS", "PAD", "SPECIALS", "UNK", "Vocab",
 ]
+
+from . import bpe  # noqa: E402,F401  (registers the "bpe" tokenizer in TOKENIZERS)

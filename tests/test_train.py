@@ -63,7 +63,7 @@ def test_a_nan_loss_stops_with_epoch_and_iteration_and_keeps_the_last_good_check
         out = real_loss(self, *args, **kwargs)
         return out * float("nan") if calls["n"] == 3 else out
     monkeypatch.setattr(s2s.Seq2Seq, "loss", poisoned)
-    with pytest.raises(TrainingError, match=r"epoch 2, iteration (9|10)\b"):
+    with pytest.raises(TrainingError, match=r"epoch 2, iteration 10;"):
         fit(TrainConfig(epochs=3, quiet=True), resume=str(run), log=lambda m: None)
     assert (run / "last.npz").read_bytes() == before
     calls["n"] = 0

@@ -4,10 +4,11 @@ Two engines, as in Ignite: the *trainer* runs one optimisation step per batch; a
 epoch a handler runs the *evaluator* over the validation split. Everything that happens between
 steps is a handler on an event, registered in ``fit`` where a reader can see it::
 
+    EPOCH_STARTED        learning-rate schedule (halving from --lr-decay-start)
     ITERATION_COMPLETED  progress bar; a Ctrl-C requested? stop cleanly at this batch boundary
     EPOCH_COMPLETED      validate -> log a JSON line -> save last (and best) -> early stopping
-                         -> learning-rate schedule
-    COMPLETED            evaluate the best model on the test split
+
+After the run, the best checkpoint is evaluated on the test split(s).
 
 One step: forward with teacher forcing -> cross-entropy per target token (PAD excluded) ->
 backward -> clip the global gradient norm -> optimizer step.

@@ -370,7 +370,9 @@ class DocSession:
         printopts = np.get_printoptions() if np else None
         try:
             os.chdir(self.tmp)
-            with contextlib.redirect_stdout(out):
+            # The docs show NumPy-backed output: run them on NumPy whatever GRAD_BACKEND says.
+            from grad import backend as grad_backend
+            with contextlib.redirect_stdout(out), grad_backend.use("numpy"):
                 exec(code, self.namespace)
         except (Exception, SystemExit) as e:
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))

@@ -207,6 +207,8 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
         for parent, pg in zip(node._parents, parent_grads):
             if pg is None or not parent.requires_grad:
                 continue
+            if not isinstance(pg, (SliceGrad, OuterGrad)) and pg.dtype != parent.data.dtype:
+                pg = B.xp.astype(pg, parent.data.dtype)   # mixed dtypes: the input's own dtype
             key = id(parent)
             if key not in grads:
                 grads[key] = pg

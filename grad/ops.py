@@ -183,7 +183,8 @@ def sum(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
     shape = x.shape
     kept_shape = tuple(1 if i in axes else s for i, s in enumerate(shape))
     def backward(g):                                   # every summed element gets g
-        return (xp.broadcast_to(xp.reshape(g, kept_shape), shape),)
+        spread = xp.broadcast_to(xp.reshape(g, kept_shape), shape)
+        return (xp.asarray(spread, copy=True),)        # a writable array, not a broadcast view
     return make(out, (x,), backward, "sum")
 
 

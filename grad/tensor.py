@@ -112,6 +112,12 @@ class Tensor:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __bool__(self) -> bool:
+        if self.numel() != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.numel()} elements is "
+                               "ambiguous; use .all(), .any() or compare .item()")
+        return bool(self.item())
+
     def __repr__(self) -> str:
         extra = f", grad_fn=<{self._op}>" if self._op else (", requires_grad=True" if self.requires_grad else "")
         return f"tensor({B.to_numpy(self.data)!r}{extra})"
@@ -187,6 +193,7 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
     """
     grads = {id(root): root_grad}       # pending gradients of nodes not yet processed
     owned = set()                       # keys whose pending gradient is a buffer we made
+    handed_out = set()                  # ids of arrays stored in a leaf's .grad by this sweep
     heap = [(-root._gen, -root._seq, root)]
     queued = {id(root)}
     while heap:
@@ -195,10 +202,13 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
         if isinstance(g, (SliceGrad, OuterGrad)):
             g = g.dense()
         if node._backward is None:                       # a leaf: accumulate out of place
-            if node.grad is None:
-                node.grad = g
-            else:
+            if node.grad is not None:
                 node.grad = node.grad + g
+            elif id(g) in handed_out:                    # never let two leaves share one array
+                node.grad = B.xp.asarray(g, copy=True)
+            else:
+                node.grad = g
+            handed_out.add(id(node.grad))
             continue
         if node._backward is _FREED:
             raise RuntimeError("backward through a graph a second time: its buffers were freed; "

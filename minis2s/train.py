@@ -31,7 +31,7 @@ from grad import optim
 from grad.nn.utils import clip_grad_norm_
 from grad.tensor import Tensor, no_grad
 
-from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, write_json
+from .checkpoint import FORMAT_VERSION, load_checkpoint, read_json, save_checkpoint, write_json
 from .engine import Engine, Events
 from .models import Seq2Seq
 from .runs import RunLock, prepare_data, Prepared
@@ -206,7 +206,7 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
     start_time = time.time()
     ckpt = None
     if resuming:
-        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        saved = read_json(run_dir / "config.json")
         epochs = cfg.epochs
         cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "quiet": cfg.quiet, "out": str(run_dir)})
         ckpt = load_checkpoint(run_dir / "last.npz")

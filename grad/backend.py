@@ -14,8 +14,10 @@ Choose with ``grad.backend.use("cupy")`` (also a context manager), or the enviro
 ``GRAD_BACKEND`` before the first import.
 
 The few needs the standard does not cover live here as small functions with tests of their own:
-``scatter_add`` (the gradient of a gather), host-side seeded random numbers (``Generator``) moved
-to the device, and ``to_numpy`` (device -> host copy).
+``scatter_add`` (the gradient of a gather), two in-place helpers for large temporaries
+(``exp_``, ``add_at_columns``), host-side seeded random numbers (``Generator``) moved to the
+device, ``to_numpy`` (device -> host copy), and ``tune_host_allocator`` (keep freed host memory
+for reuse; used by the training commands).
 """
 from __future__ import annotations
 
@@ -229,6 +231,60 @@ def scatter_add(index, values, n_rows: int):
     flat = xp.reshape(values, (values.shape[0], -1))                            # (N, D)
     summed = xp.matmul(xp.astype(onehot, values.dtype), flat)                  # (n_rows, D)
     return xp.reshape(summed, out.shape)
+
+
+# ----------------------------------------------------------------------------- in-place helpers
+# A large temporary is not free: a fresh multi-megabyte array is new memory from the OS, and
+# every page of it faults on first touch. These two helpers let the softmax cross-entropy, whose
+# (N, V) arrays are the largest of a training step, work in buffers it already owns.
+def exp_(a):
+    """``exp(a)`` computed into ``a`` itself where the library can (NumPy, CuPy); a new array
+    on array_api_strict (the standard has no ``out=``). Use the returned array."""
+    if _name in ("numpy", "cupy"):
+        return xp.exp(a, out=a)
+    return xp.exp(a)
+
+
+def add_at_columns(a, cols, values):
+    """``a[n, cols[n]] += values[n]`` for every row ``n`` of the 2-D array ``a``, in place where
+    the library can (one element per row, so no index repeats). ``cols``: ``(N,)`` integers;
+    ``values``: ``(N,)``. Returns the result (``a`` itself on NumPy and CuPy)."""
+    if _name in ("numpy", "cupy"):
+        a[xp.arange(a.shape[0]), cols] += values
+        return a
+    onehot = cols[:, None] == arange(a.shape[1], like=cols, dtype=cols.dtype)[None, :]   # (N, C)
+    return a + xp.astype(onehot, a.dtype) * values[:, None]
+
+
+# ----------------------------------------------------------------------------- host allocator
+_allocator_tuned = False
+
+
+def tune_host_allocator() -> bool:
+    """Ask the C library's allocator (glibc's malloc, on Linux) to keep freed memory for reuse
+    instead of handing it back to the operating system after every large array.
+
+    A training step allocates and frees hundreds of megabytes of temporaries; by default each
+    large block is a fresh ``mmap`` whose every page faults and is zeroed on first touch, again
+    at every step. Raising ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` keeps those blocks in
+    the heap, the host-side counterpart of CuPy's memory pool (docs/performance.md measures
+    what it buys). It changes the whole process, so ``grad`` never calls it on its own: the
+    ``minis2s`` training commands do. Returns whether the setting was applied (False where the
+    C library is not glibc).
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3              # glibc's mallopt parameters
+        ok = libc.mallopt(m_mmap_threshold, 256 << 20) == 1      # blocks up to 256 MiB: heap
+        ok = ok and libc.mallopt(m_trim_threshold, 1 << 30) == 1  # keep up to 1 GiB free
+    except (OSError, AttributeError):
+        return False
+    _allocator_tuned = bool(ok)
+    return _allocator_tuned
 
 
 # ----------------------------------------------------------------------------- random numbers

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import backend as B
 from . import ops
-from .tensor import OuterGrad, Tensor, as_tensor, make
+from .tensor import MatmulGrad, OuterGrad, Tensor, as_tensor, make, saved_arrays_are_free
 
 
 def _dim(dim, axis):
@@ -95,6 +95,12 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
 
     ``logits``: ``(N, C)``; ``target``: ``(N,)``. Equals ``nll_loss(log_softmax(logits), target)``
     when ``label_smoothing == 0`` (tested).
+
+    The (N, C) arrays are the largest of a seq2seq training step (N = B * T target tokens, C the
+    vocabulary), so this node makes only one of them: ``p`` (the softmax, kept for backward; the
+    log-probabilities it needs are taken from the shifted logits before the exponential). The
+    rest is done in place (``backend.exp_``, ``backend.add_at_columns``), and backward turns
+    ``p`` itself into the gradient unless the graph is retained for another backward.
     """
     xp = B.xp
     _check_targets(logits.shape, target, "cross_entropy")
@@ -102,15 +108,19 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     x, t = logits.data, target.data
     n_classes = x.shape[1]
-    shifted = x - xp.max(x, axis=1, keepdims=True)
-    logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))   # (N, C)
     valid = t != ignore_index                                                  # (N,)
-    safe = xp.where(valid, t, B.full((), 0, like=t))
+    safe = xp.where(valid, t, B.full((), 0, like=t))                           # any in-range class
     mask = xp.astype(valid, x.dtype)                                           # (N,)
-    picked = xp.reshape(xp.take_along_axis(logp, xp.reshape(safe, (-1, 1)), axis=1), (-1,))
-    losses = -(1.0 - label_smoothing) * picked
-    if label_smoothing:
-        losses = losses - (label_smoothing / n_classes) * xp.sum(logp, axis=1)
+    p = x - xp.max(x, axis=1, keepdims=True)                                   # (N, C) shifted logits
+    picked = xp.reshape(xp.take_along_axis(p, xp.reshape(safe, (-1, 1)), axis=1), (-1,))  # (N,)
+    shifted_sum = xp.sum(p, axis=1) if label_smoothing else None               # (N,)
+    p = B.exp_(p)                                                              # exp(shifted)
+    total = xp.sum(p, axis=1, keepdims=True)                                   # (N, 1)
+    p /= total                                                                 # softmax, in place
+    log_z = xp.log(total[:, 0])                                                # (N,)
+    losses = -(1.0 - label_smoothing) * (picked - log_z)                       # -log p_target
+    if label_smoothing:                                   # sum_c log p_c = sum_c shifted - C log Z
+        losses = losses - (label_smoothing / n_classes) * (shifted_sum - n_classes * log_z)
     losses = losses * mask                                                     # (N,)
     count = xp.sum(mask)
     if reduction == "none":
@@ -123,17 +133,15 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
     def backward(g):
-        onehot = xp.astype(B.arange(n_classes, like=t)[None, :] == xp.reshape(safe, (-1, 1)), x.dtype)
-        dlogits = xp.exp(logp) - (1.0 - label_smoothing) * onehot               # p - q
-        if label_smoothing:
-            dlogits = dlogits - label_smoothing / n_classes
-        if reduction == "none":
-            scale = g * mask                                                    # (N,)
-        elif reduction == "sum":
-            scale = g * mask
+        scale = g * mask if reduction != "mean" else (g / count) * mask        # (N,) per row
+        if saved_arrays_are_free():       # the graph is freed after this sweep: reuse p's buffer
+            dlogits = p
+            dlogits *= xp.reshape(scale, (-1, 1))
         else:
-            scale = (g / count) * mask
-        return (dlogits * xp.reshape(scale, (-1, 1)),)
+            dlogits = p * xp.reshape(scale, (-1, 1))                           # scale * p
+        if label_smoothing:
+            dlogits -= xp.reshape((label_smoothing / n_classes) * scale, (-1, 1))
+        return (B.add_at_columns(dlogits, safe, -(1.0 - label_smoothing) * scale),)  # scale * (p - q)
     return make(out, (logits,), backward, "cross_entropy")
 
 
@@ -142,19 +150,24 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight^T + bias`` in one node. ``x``: ``(..., in)``, ``weight``: ``(out, in)``,
     ``bias``: ``(out,)``; returns ``(..., out)``.
 
-    Backward: ``dx = g W``, ``dW = g^T x`` and ``db = sum(g)`` over all leading dims, each one
-    matrix product on the rows flattened to 2-D.
+    Backward: ``dx = g W``, ``dW = g^T x`` and ``db = sum(g)`` over all leading dims. Leading
+    dims are flattened first, so each product is ONE 2-D matrix product (a stacked 3-D matmul
+    would run one small product per leading index, far slower). ``dW`` is returned factored
+    (``MatmulGrad``): a weight used at every step of a loop gets its T gradients summed as one
+    product with an inner dimension of T * B at the end of the sweep, instead of T small ones.
     """
     xp = B.xp
     w = weight.data
-    out = xp.matmul(x.data, xp.matrix_transpose(w))                 # (..., out)
+    lead = tuple(x.shape[:-1])
+    x2 = xp.reshape(x.data, (-1, x.shape[-1]))                      # (N, in)
+    out = xp.matmul(x2, xp.matrix_transpose(w))                     # (N, out), a fresh array
     if bias is not None:
-        out = out + bias.data
-    xd = x.data
+        out += bias.data                                            # in place: no second copy
+    out = xp.reshape(out, lead + (w.shape[0],))                     # (..., out)
     def backward(g):
         g2 = xp.reshape(g, (-1, g.shape[-1]))                       # (N, out)
-        gx = xp.matmul(g, w) if x.requires_grad else None           # (..., in)
-        gw = xp.matmul(xp.matrix_transpose(g2), xp.reshape(xd, (-1, xd.shape[-1])))  # (out, in)
+        gx = xp.reshape(xp.matmul(g2, w), x.shape) if x.requires_grad else None  # (..., in)
+        gw = MatmulGrad([g2], [x2]) if weight.requires_grad else None  # (out, in) = g^T x
         gb = xp.sum(g2, axis=0) if bias is not None else None       # (out,)
         return gx, gw, gb
     parents = (x, weight, bias) if bias is not None else (x, weight)
@@ -243,39 +256,51 @@ def lstm_step(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None) -> Tensor
         dz_i = dc' * g * i (1 - i)        dz_f = dc' * c * f (1 - f)
         dz_g = dc' * i * (1 - g^2)        dz_o = gh * tanh(c') * o (1 - o)
         d x_gates = dz     dh = dz W_hh     dc = dc' * f     dW_hh = dz^T h
+
+    ``dW_hh`` goes back factored (``MatmulGrad``), so the T steps' shares are summed as one
+    matrix product at the end of the backward sweep.
     """
     xp = B.xp
     n_hidden = w_hh.shape[1]
     s = state.data
     h, c = s[:, :n_hidden], s[:, n_hidden:]                                   # (B, H) each
     w = w_hh.data
-    z = x_gates.data + xp.matmul(h, xp.matrix_transpose(w))                  # (B, 4H)
-    i = 0.5 * (xp.tanh(0.5 * z[:, :n_hidden]) + 1.0)                           # sigmoid, stable
-    f = 0.5 * (xp.tanh(0.5 * z[:, n_hidden:2 * n_hidden]) + 1.0)
+    z = xp.matmul(h, xp.matrix_transpose(w))                                  # (B, 4H), fresh
+    z += x_gates.data
+    # sigmoid(z) = (1 + tanh(z / 2)) / 2: stable for any z; i and f are adjacent blocks
+    i_f = xp.tanh(0.5 * z[:, :2 * n_hidden])
+    i_f *= 0.5
+    i_f += 0.5
+    i, f = i_f[:, :n_hidden], i_f[:, n_hidden:]                               # (B, H) each
     g = xp.tanh(z[:, 2 * n_hidden:3 * n_hidden])
-    o = 0.5 * (xp.tanh(0.5 * z[:, 3 * n_hidden:]) + 1.0)
-    c_new = f * c + i * g                                                     # (B, H)
+    o = xp.tanh(0.5 * z[:, 3 * n_hidden:])
+    o *= 0.5
+    o += 0.5
+    c_new = f * c
+    c_new += i * g                                                            # (B, H)
     tc = xp.tanh(c_new)
-    h_new = o * tc
-    out = xp.concat([h_new, c_new], axis=1)                                   # (B, 2H)
-    m = None
+    out = xp.concat([o * tc, c_new], axis=1)                                  # (B, 2H) = [h' | c']
+    keep = None
     if mask is not None:
-        m = mask.data if isinstance(mask, Tensor) else mask                   # (B, 1)
-        out = m * out + (1.0 - m) * s
+        m = mask.data if isinstance(mask, Tensor) else mask                   # (B, 1) of 0/1
+        keep = m < 0.5                                                        # rows past their end
+        out = xp.where(keep, s, out)
 
     def backward(grad_out):
-        go = grad_out if m is None else grad_out * m
+        go = grad_out if keep is None else xp.where(keep, 0.0, grad_out)
         gh, gc = go[:, :n_hidden], go[:, n_hidden:]
-        dc = gc + gh * o * (1.0 - tc * tc)
+        dc = 1.0 - tc * tc
+        dc *= gh * o
+        dc += gc                                                              # dL/dc'
         dz = xp.concat([dc * g * i * (1.0 - i),
                         dc * c * f * (1.0 - f),
                         dc * i * (1.0 - g * g),
                         gh * tc * o * (1.0 - o)], axis=1)                     # (B, 4H)
         dh = xp.matmul(dz, w)                                                 # (B, H)
         dstate = xp.concat([dh, dc * f], axis=1)                              # (B, 2H)
-        if m is not None:
-            dstate = dstate + (1.0 - m) * grad_out                            # kept rows pass through
-        dw = xp.matmul(xp.matrix_transpose(dz), h) if w_hh.requires_grad else None  # (4H, H)
+        if keep is not None:
+            dstate = xp.where(keep, grad_out, dstate)                         # kept rows pass through
+        dw = MatmulGrad([dz], [h]) if w_hh.requires_grad else None  # (4H, H) = dz^T h, factored
         return dz, dstate, dw
     return make(out, (x_gates, state, w_hh), backward, "lstm_step")
 

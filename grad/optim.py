@@ -37,7 +37,10 @@ class Optimizer:
         """``{"param_groups": [hyper-parameters], "state": [per-parameter dict]}``; arrays are
         backend arrays (convert with ``grad.backend.to_numpy`` to save them)."""
         groups = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
-        return {"param_groups": groups, "state": [dict(s) for s in self.state]}
+        # copies: the optimizer updates its state arrays in place, a saved state must not move
+        state = [{k: (B.xp.asarray(v, copy=True) if B.is_array(v) else v) for k, v in s.items()}
+                 for s in self.state]
+        return {"param_groups": groups, "state": state}
 
     def load_state_dict(self, state_dict: dict) -> None:
         states = state_dict["state"]
@@ -118,9 +121,13 @@ class Adam(Optimizer):
                 state["exp_avg_sq"] = B.zeros(p.shape, like=p.data)
             state["step"] += 1
             t = state["step"]
-            m = b1 * state["exp_avg"] + (1.0 - b1) * g
-            v = b2 * state["exp_avg_sq"] + (1.0 - b2) * (g * g)
-            state["exp_avg"], state["exp_avg_sq"] = m, v
-            step_size = lr / (1.0 - b1 ** t)
-            denom = xp.sqrt(v / (1.0 - b2 ** t)) + eps
-            p.data = p.data - step_size * (m / denom)
+            m, v = state["exp_avg"], state["exp_avg_sq"]   # owned by the optimizer: in place
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            v += (1.0 - b2) * (g * g)
+            denom = xp.sqrt(v / (1.0 - b2 ** t))
+            denom += eps
+            update = m / denom
+            update *= lr / (1.0 - b1 ** t)
+            p.data = p.data - update              # out of place: p.data may be shared

@@ -19,6 +19,7 @@ from . import backend as B
 
 _grad_enabled = True
 _counter = itertools.count()   # creation order: a deterministic tie-break for the backward heap
+_sweep_frees_graph = True      # False while a backward(retain_graph=True) sweep runs
 
 
 class no_grad:
@@ -182,6 +183,12 @@ class Tensor:
         run_backward(self, g, retain_graph)
 
 
+def saved_arrays_are_free() -> bool:
+    """Whether the backward sweep now running frees the graph after it (``retain_graph=False``),
+    so that an op's backward may reuse the arrays it saved as its output buffers."""
+    return _sweep_frees_graph
+
+
 def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
     """Reverse-mode sweep from ``root``.
 
@@ -191,6 +198,15 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
     deterministic and costs O(log n) per node (re-sorting a list on each insert would be quadratic
     on a long unrolled RNN). Gradients of intermediate nodes are dropped as soon as they are used.
     """
+    global _sweep_frees_graph
+    _sweep_frees_graph = not retain_graph
+    try:
+        _sweep(root, root_grad, retain_graph)
+    finally:
+        _sweep_frees_graph = True
+
+
+def _sweep(root: Tensor, root_grad, retain_graph: bool) -> None:
     grads = {id(root): root_grad}       # pending gradients of nodes not yet processed
     owned = set()                       # keys whose pending gradient is a buffer we made
     handed_out = set()                  # ids of arrays stored in a leaf's .grad by this sweep
@@ -199,8 +215,10 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
     while heap:
         _, _, node = heapq.heappop(heap)
         g = grads.pop(id(node))
-        if isinstance(g, (SliceGrad, OuterGrad)):
+        if isinstance(g, (SliceGrad, Factored)):
             g = g.dense()
+            if g.dtype != node.data.dtype:               # mixed dtypes: the tensor's own dtype
+                g = B.xp.astype(g, node.data.dtype)
         if node._backward is None:                       # a leaf: accumulate out of place
             if node.grad is not None:
                 node.grad = node.grad + g
@@ -217,12 +235,12 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
         for parent, pg in zip(node._parents, parent_grads):
             if pg is None or not parent.requires_grad:
                 continue
-            if not isinstance(pg, (SliceGrad, OuterGrad)) and pg.dtype != parent.data.dtype:
+            if not isinstance(pg, (SliceGrad, Factored)) and pg.dtype != parent.data.dtype:
                 pg = B.xp.astype(pg, parent.data.dtype)   # mixed dtypes: the input's own dtype
             key = id(parent)
             if key not in grads:
                 grads[key] = pg
-            elif isinstance(pg, OuterGrad) and isinstance(grads[key], OuterGrad):
+            elif isinstance(pg, Factored) and type(pg) is type(grads[key]):
                 grads[key] = grads[key].merge(pg)       # still factored: no arithmetic yet
             else:
                 # A tensor used more than once gets every contribution. The first time, the sum
@@ -256,7 +274,21 @@ class SliceGrad:
         return full
 
 
-class OuterGrad:
+class Factored:
+    """A gradient kept as factors whose product is the dense gradient. Several of the same kind
+    sent to one tensor are merged by concatenating their factors (no arithmetic), and the sum is
+    formed once, as ONE large matrix product, when the gradient is needed (``dense()``)."""
+
+    __slots__ = ("lefts", "rights")
+
+    def __init__(self, lefts, rights):
+        self.lefts, self.rights = list(lefts), list(rights)
+
+    def merge(self, other: "Factored") -> "Factored":
+        return type(self)(self.lefts + other.lefts, self.rights + other.rights)
+
+
+class OuterGrad(Factored):
     """A gradient of shape ``(B, S, H)`` that is a sum of outer products, one per batch row:
     ``sum_k lefts[k][b, :, None] * rights[k][b, None, :]`` with ``lefts[k]`` ``(B, S)`` and
     ``rights[k]`` ``(B, H)``.
@@ -267,13 +299,7 @@ class OuterGrad:
     batched matrix product ``(B, S, K) @ (B, K, H)``.
     """
 
-    __slots__ = ("lefts", "rights")
-
-    def __init__(self, lefts, rights):
-        self.lefts, self.rights = list(lefts), list(rights)
-
-    def merge(self, other: "OuterGrad") -> "OuterGrad":
-        return OuterGrad(self.lefts + other.lefts, self.rights + other.rights)
+    __slots__ = ()
 
     def dense(self):
         xp = B.xp
@@ -282,8 +308,27 @@ class OuterGrad:
         return xp.matmul(left, right)                             # (B, S, H)
 
 
+class MatmulGrad(Factored):
+    """The gradient of a weight ``W`` ``(out, in)`` from products ``y = x W^T``: the sum
+    ``sum_k lefts[k]^T @ rights[k]`` with ``lefts[k]`` ``(N_k, out)`` (the output gradients) and
+    ``rights[k]`` ``(N_k, in)`` (the inputs).
+
+    A recurrent weight is used at every time step. Summing T per-step products
+    ``(out, B) @ (B, in)`` (inner dimension B, plus T full-size additions) is slow; stacking the
+    factors makes it ONE product ``(out, T*B) @ (T*B, in)`` at the BLAS's full speed.
+    """
+
+    __slots__ = ()
+
+    def dense(self):
+        xp = B.xp
+        left = self.lefts[0] if len(self.lefts) == 1 else xp.concat(self.lefts, axis=0)    # (N, out)
+        right = self.rights[0] if len(self.rights) == 1 else xp.concat(self.rights, axis=0)  # (N, in)
+        return xp.matmul(xp.matrix_transpose(left), right)        # (out, in)
+
+
 def _fresh_buffer(g):
-    if isinstance(g, (SliceGrad, OuterGrad)):
+    if isinstance(g, (SliceGrad, Factored)):
         return g.dense()
     return B.xp.asarray(g, copy=True)
 
@@ -291,7 +336,7 @@ def _fresh_buffer(g):
 def _add_into(buffer, g) -> None:
     if isinstance(g, SliceGrad):
         buffer[g.index] = buffer[g.index] + g.value
-    elif isinstance(g, OuterGrad):
+    elif isinstance(g, Factored):
         buffer += g.dense()
     else:
         buffer += g

@@ -73,6 +73,8 @@ def _lines(path):
 def cmd_lm_train(args) -> int:
     from dataclasses import fields
     from .training import LMConfig, fit_lm
+    from ..cli import tune_allocator
+    tune_allocator()
     names = {f.name for f in fields(LMConfig)}
     cfg = LMConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
     figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True))
@@ -112,6 +114,8 @@ def cmd_lm_generate(args) -> int:
 
 def cmd_lm_compare(args) -> int:
     from .training import compare
+    from ..cli import tune_allocator
+    tune_allocator()
     rows, info = compare(args.builtin, dict(epochs=args.epochs, hidden_size=args.hidden_size,
                                             emb_size=args.emb_size, quiet=True),
                          orders=range(1, args.max_order + 1), seed=args.seed)

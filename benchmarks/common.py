@@ -1,0 +1,262 @@
+"""Shared pieces of the benchmarks: the fixed configurations, the random data, the same model
+written in PyTorch (the reference), worker subprocesses and memory readings.
+
+The reference workload (docs/performance.md): a bidirectional LSTM encoder (hidden/2 per
+direction, per-layer final states concatenated to start the decoder), an L-layer LSTM decoder
+with input feeding, Luong general attention with PAD masking, ``h~ = tanh(W_c [h; context])``,
+a generator over the target vocabulary, NLL over non-PAD targets, backward, global-norm
+clipping at 5 and one Adam step. No dropout, so both frameworks compute the same numbers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PAD, BOS, EOS = 0, 1, 2
+
+CONFIGS = {   # V: vocabulary (source and target), E: embedding, H: hidden, L: layers, B: batch
+    "tiny": dict(V=100, E=32, H=64, L=1, B=32, S=12, T=12),
+    "small": dict(V=1000, E=128, H=256, L=2, B=64, S=30, T=30),
+    "medium": dict(V=8000, E=256, H=512, L=2, B=64, S=40, T=40),
+}
+
+
+# ----------------------------------------------------------------------------- data
+def make_batches(cfg: dict, n_batches: int = 4, seed: int = 0) -> list[dict]:
+    """Random token batches with varied lengths (each row between half and all of S or T; the
+    longest row of every batch is full length). Host NumPy arrays, the same in every process."""
+    rng = np.random.default_rng(seed)
+    b, s, t, v = cfg["B"], cfg["S"], cfg["T"], cfg["V"]
+    out = []
+    for _ in range(n_batches):
+        src_len = rng.integers(max(1, s // 2), s + 1, size=b)
+        tgt_len = rng.integers(max(2, t // 2), t + 1, size=b)      # BOS/EOS included
+        src_len[0], tgt_len[0] = s, t
+        src = np.zeros((b, s), dtype=np.int64)
+        tgt_in = np.zeros((b, t - 1), dtype=np.int64)
+        tgt_out = np.zeros((b, t - 1), dtype=np.int64)
+        for r in range(b):
+            n = int(src_len[r])
+            src[r, :n - 1] = rng.integers(4, v, size=n - 1)
+            src[r, n - 1] = EOS
+            body = rng.integers(4, v, size=int(tgt_len[r]) - 2)
+            full = np.concatenate([[BOS], body, [EOS]])              # (len,)
+            tgt_in[r, :len(full) - 1] = full[:-1]
+            tgt_out[r, :len(full) - 1] = full[1:]
+        out.append(dict(src=src, src_lengths=src_len.astype(np.int64), tgt_in=tgt_in,
+                        tgt_out=tgt_out, n_tokens=int((tgt_out != PAD).sum())))
+    return out
+
+
+# ----------------------------------------------------------------------------- minis2s side
+def build_minis2s(cfg: dict, seed: int = 0):
+    import grad
+    from minis2s.models import Seq2Seq
+    return Seq2Seq(cfg["V"], cfg["V"], emb_size=cfg["E"], hidden_size=cfg["H"],
+                   num_layers=cfg["L"], dropout=0.0, generator=grad.Generator(seed))
+
+
+def save_weights(model, path: str) -> None:
+    """The model's weights as a plain ``.npz`` (no pickle), read by the PyTorch worker."""
+    from grad import backend as B
+    np.savez(path, **{k: B.to_numpy(v) for k, v in model.state_dict().items()})
+
+
+# ----------------------------------------------------------------------------- PyTorch side
+def torch_model(cfg: dict, weights: str | None = None, device: str = "cpu"):
+    """The reference model in idiomatic PyTorch eager code (packed sequences in the encoder,
+    one ``LSTMCell`` per decoder layer), optionally with minis2s's weights copied in."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    v, e, h, n_layers = cfg["V"], cfg["E"], cfg["H"], cfg["L"]
+
+    class TorchSeq2Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.src_emb = nn.Embedding(v, e, padding_idx=PAD)
+            self.encoder = nn.LSTM(e, h // 2, n_layers, batch_first=True, bidirectional=True)
+            self.tgt_emb = nn.Embedding(v, e, padding_idx=PAD)
+            self.cells = nn.ModuleList([nn.LSTMCell(e + h if k == 0 else h, h)
+                                        for k in range(n_layers)])
+            self.query = nn.Linear(h, h, bias=False)
+            self.combine = nn.Linear(2 * h, h, bias=False)
+            self.generator = nn.Linear(h, v)
+
+        def encode(self, src, src_lengths):
+            batch = src.shape[0]
+            packed = pack_padded_sequence(self.src_emb(src), src_lengths.cpu(), batch_first=True,
+                                          enforce_sorted=False)
+            out, (h_n, c_n) = self.encoder(packed)
+            memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+
+            def merge(state):                     # (2L, B, H/2) -> (L, B, H), [forward | reverse]
+                return state.view(n_layers, 2, batch, h // 2).permute(0, 2, 1, 3).reshape(
+                    n_layers, batch, h)
+            hs, cs = merge(h_n), merge(c_n)
+            return memory, src == PAD, [(hs[k], cs[k]) for k in range(n_layers)]
+
+        def step(self, emb_t, feed, states, memory, pad_mask):
+            x = torch.cat([emb_t, feed], dim=1)                       # input feeding
+            new_states = []
+            for k, cell in enumerate(self.cells):
+                hk, ck = cell(x, states[k])
+                new_states.append((hk, ck))
+                x = hk
+            q = self.query(x)                                          # (B, H)
+            scores = torch.bmm(q.unsqueeze(1), memory.transpose(1, 2)).squeeze(1)  # (B, S)
+            weights = torch.softmax(scores.masked_fill(pad_mask, float("-inf")), dim=-1)
+            context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, H)
+            h_tilde = torch.tanh(self.combine(torch.cat([x, context], dim=1)))
+            return h_tilde, new_states
+
+        def loss(self, src, src_lengths, tgt_in, tgt_out):
+            memory, pad_mask, states = self.encode(src, src_lengths)
+            emb = self.tgt_emb(tgt_in)                                 # (B, T, E)
+            feed = memory.new_zeros(src.shape[0], h)
+            outs = []
+            for t in range(tgt_in.shape[1]):
+                feed, states = self.step(emb[:, t], feed, states, memory, pad_mask)
+                outs.append(feed)
+            logits = self.generator(torch.stack(outs, dim=1))          # (B, T, V), one GEMM
+            return F.cross_entropy(logits.reshape(-1, v), tgt_out.reshape(-1), ignore_index=PAD)
+
+        @torch.no_grad()
+        def greedy(self, src, src_lengths, max_len):
+            memory, pad_mask, states = self.encode(src, src_lengths)
+            batch = src.shape[0]
+            y = torch.full((batch,), BOS, dtype=torch.long, device=src.device)
+            feed = memory.new_zeros(batch, h)
+            done = torch.zeros(batch, dtype=torch.bool, device=src.device)
+            tokens = []
+            for _ in range(max_len):
+                feed, states = self.step(self.tgt_emb(y), feed, states, memory, pad_mask)
+                y = self.generator(feed).argmax(dim=-1)
+                y = y.masked_fill(done, PAD)
+                tokens.append(y)
+                done = done | (y == EOS)
+                if bool(done.all()):
+                    break
+            return torch.stack(tokens, dim=1)
+
+    model = TorchSeq2Seq()
+    if weights is not None:
+        w = np.load(weights, allow_pickle=False)
+        mapping = {"src_emb.weight": "encoder.embedding.weight",
+                   "tgt_emb.weight": "decoder.embedding.weight",
+                   "query.weight": "decoder.attention.query.weight",
+                   "combine.weight": "decoder.attention.combine.weight",
+                   "generator.weight": "decoder.output_layer.weight",
+                   "generator.bias": "decoder.output_layer.bias"}
+        for name, _ in model.encoder.named_parameters():
+            mapping[f"encoder.{name}"] = f"encoder.rnn.{name}"
+        for k in range(n_layers):
+            for part in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                mapping[f"cells.{k}.{part}"] = f"decoder.rnn.{part}_l{k}"
+        state = {ours: torch.from_numpy(np.ascontiguousarray(w[theirs]))
+                 for ours, theirs in mapping.items()}
+        model.load_state_dict(state, strict=True)
+    return model.to(device)
+
+
+# ----------------------------------------------------------------------------- processes
+def worker_env(framework: str, threads: int) -> dict:
+    """The environment of a worker: ``threads`` BLAS/OpenMP threads, and OpenMP threads that
+    sleep instead of spinning when idle, so an idle worker leaves the cores to the other."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+class Worker:
+    """A benchmark worker in its own process, driven by JSON lines over its stdin/stdout."""
+
+    def __init__(self, script: str, framework: str, args: list[str], threads: int):
+        self.framework = framework
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--worker", framework, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=worker_env(framework, threads))
+        self.hello = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.framework} worker exited with code {self.proc.wait()}")
+        return json.loads(line)
+
+    def ask(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def serve(handlers: dict, hello: dict) -> None:
+    """The worker's side: answer each request line with one JSON line until stdin closes."""
+    out = sys.stdout
+    sys.stdout = sys.stderr                     # stray prints must not break the protocol
+    out.write(json.dumps(hello) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        reply = handlers[request.pop("cmd")](**request)
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+def set_allocator(policy: str) -> str:
+    """Apply the host allocator policy in this process: "tuned" is
+    ``grad.backend.tune_host_allocator()`` (the same call for either framework), "default"
+    leaves the C library alone. Returns what is in force."""
+    if policy == "default":
+        return "default"
+    from grad import backend
+    return "tuned" if backend.tune_host_allocator() else "default (tuning unavailable)"
+
+
+def memory_mb() -> dict:
+    """Resident memory now and its peak so far (MiB), from /proc (Linux)."""
+    fields = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    fields[key] = int(value.split()[0]) / 1024.0
+    except OSError:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        fields = {"VmRSS": peak, "VmHWM": peak}
+    return {"rss": fields["VmRSS"], "peak": fields["VmHWM"]}
+
+
+def blas_info() -> str:
+    """Which BLAS NumPy runs and with how many threads (via threadpoolctl when installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return (f"numpy {np.__version__}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} "
+                "(install threadpoolctl to see the BLAS kernel)")
+    parts = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')} "
+             f"threads={i.get('num_threads')}" for i in threadpool_info() if i.get("user_api") == "blas"]
+    return f"numpy {np.__version__}; " + "; ".join(parts)
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))

@@ -1,0 +1,312 @@
+"""One seq2seq training step, minis2s against the same model in PyTorch, and against the GEMM floor.
+
+    python benchmarks/train_step.py --config tiny|small|medium [--device cpu|cuda]
+                                    [--steps 20] [--warmup 3] [--threads N] [--json FILE]
+
+Each framework runs in its own subprocess (so neither's threads steal the cores from the other
+and each one's memory is its own). The parent alternates them in blocks of steps, so slow drift
+of the machine touches both. Both load the same weights and the same random batches; the loss of
+their first step is printed side by side as a check that they compute the same model.
+
+Printed: median step time with its spread (25th-75th percentile, min-max), target tokens per
+second, peak memory (increase of the resident set over the memory in use right after imports),
+the ratio minis2s / PyTorch, and the "GEMM floor": the time plain NumPy matrix products of the
+step's shapes take, forward and backward, which no NumPy implementation can beat.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
+
+
+# ============================================================================ GEMM floor
+def gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
+    """Every matrix product of one training step as ``(count, shape_a, shape_b)``, forward and
+    backward, in the shapes minis2s runs them. A linear map ``y = x W^T`` applied at ``steps``
+    time steps to ``(m, k)`` rows costs, per step, ``x W^T`` and ``g W``; its weight gradient
+    ``sum_t g_t^T x_t`` is one product with an inner dimension of ``steps * m`` (the factored
+    gradient of ``grad.tensor.MatmulGrad``), the fastest way to form the same sum."""
+    b, s, t, e, h, v, n_layers = (cfg[k] for k in ("B", "S", "T", "E", "H", "V", "L"))
+    t = t - 1                                   # decoder steps: the target without its last token
+    shapes = []
+
+    def linear(steps, m, k, n):                 # (m, k) @ (k, n) at each step, and its gradients
+        shapes.extend([(steps, (m, k), (k, n)), (steps, (m, n), (n, k)),
+                       (1, (n, steps * m), (steps * m, k))])
+
+    half = h // 2
+    for layer in range(n_layers):               # encoder: two directions per layer
+        n_in = e if layer == 0 else h
+        for _ in range(2):
+            linear(1, s * b, n_in, 4 * half)    # input projection of all steps
+            linear(s, b, half, 4 * half)        # h W_hh, one per step
+    linear(1, t * b, e, 4 * h)                  # decoder: embedding half of layer 0, all steps
+    linear(t, b, h, 4 * h)                      # input feeding half of layer 0
+    linear(t, b, h, 4 * h)                      # layer 0 recurrence
+    for _ in range(1, n_layers):
+        linear(t, b, h, 4 * h)                  # input of layer k
+        linear(t, b, h, 4 * h)                  # recurrence of layer k
+    linear(t, b, h, h)                          # attention query W_a h
+    linear(t, b, h, h)                          # W_c [h; context] as W_ch h + W_cc context
+    linear(t, b, h, h)
+    # scores = memory q and context = a memory: batched, per step; their gradients per step, and
+    # the encoder-output gradient of all steps as one batched product (B, S, 2T) @ (B, 2T, H)
+    shapes.extend([(2 * t, (b, s, h), (b, h, 1)), (2 * t, (b, 1, s), (b, s, h)),
+                   (1, (b, s, 2 * t), (b, 2 * t, h))])
+    linear(1, t * b, h, v)                      # the generator, all steps
+    return shapes
+
+
+def gemm_flops(shapes) -> float:
+    total = 0.0
+    for count, a, bb in shapes:
+        batch = a[0] if len(a) == 3 else 1
+        m, k = a[-2], a[-1]
+        n = bb[-1]
+        total += count * 2.0 * batch * m * k * n
+    return total
+
+
+def time_gemm_floor(shapes, repeat: int = 7) -> float:
+    """Seconds that NumPy's matmul takes for all the shapes (median of ``repeat`` per shape)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for count, a_shape, b_shape in shapes:
+        a = rng.standard_normal(a_shape, dtype=np.float32)
+        b = rng.standard_normal(b_shape, dtype=np.float32)
+        np.matmul(a, b)
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            np.matmul(a, b)
+            samples.append(time.perf_counter() - t0)
+        total += count * statistics.median(samples)
+    return total
+
+
+# ============================================================================ workers
+def minis2s_worker(args) -> None:
+    import grad                                  # noqa: F401
+    from grad import backend as B
+    from grad.nn.utils import clip_grad_norm_
+    from grad.optim import Adam
+    from grad.tensor import Tensor
+    from minis2s.models import Seq2Seq           # noqa: F401
+    if args.device == "cuda":
+        B.use("cupy")
+    allocator = common.set_allocator(args.malloc)
+    base = common.memory_mb()["rss"]
+    cfg = common.CONFIGS[args.config]
+    model = common.build_minis2s(cfg)
+    model.load_state_dict({k: B.from_numpy(v) for k, v in
+                           common.np.load(args.weights, allow_pickle=False).items()})
+    model.train()
+    params = list(model.parameters())
+    optimizer = Adam(params, lr=1e-3)
+    batches = [(Tensor(B.from_numpy(d["src"])), B.from_numpy(d["src_lengths"]),
+                Tensor(B.from_numpy(d["tgt_in"])), Tensor(B.from_numpy(d["tgt_out"])))
+               for d in common.make_batches(cfg)]
+    sync = (lambda: B.xp.cuda.Device().synchronize()) if args.device == "cuda" else (lambda: None)
+    position = [0]
+
+    def step():
+        src, sl, tin, tout = batches[position[0] % len(batches)]
+        position[0] += 1
+        loss = model.loss(src, sl, tin, tout)
+        optimizer.zero_grad()
+        loss.backward()
+        clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        return loss
+
+    def run(n):
+        times, losses = [], []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            loss = step()
+            sync()
+            times.append(time.perf_counter() - t0)
+            losses.append(float(loss.item()))
+        return {"times": times, "losses": losses}
+
+    def floor():
+        shapes = gemm_shapes(cfg)
+        return {"flops": gemm_flops(shapes), "seconds": time_gemm_floor(shapes)}
+
+    common.serve({"run": run, "memory": lambda: {**common.memory_mb(), "base": base},
+                  "floor": floor},
+                 {"framework": "minis2s", "backend": B.name(), "blas": common.blas_info(),
+                  "allocator": allocator})
+
+
+def torch_worker(args) -> None:
+    import torch
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    torch.set_num_threads(threads)
+    allocator = common.set_allocator(args.malloc)
+    base = common.memory_mb()["rss"]
+    cfg = common.CONFIGS[args.config]
+    device = args.device
+    model = common.torch_model(cfg, args.weights, device)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = [tuple(torch.from_numpy(d[k]).to(device) for k in ("src", "src_lengths", "tgt_in", "tgt_out"))
+               for d in common.make_batches(cfg)]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    position = [0]
+
+    def run(n):
+        times, losses = [], []
+        for _ in range(n):
+            src, sl, tin, tout = batches[position[0] % len(batches)]
+            position[0] += 1
+            t0 = time.perf_counter()
+            loss = model.loss(src, sl, tin, tout)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            sync()
+            times.append(time.perf_counter() - t0)
+            losses.append(float(loss.item()))
+        return {"times": times, "losses": losses}
+
+    common.serve({"run": run, "memory": lambda: {**common.memory_mb(), "base": base}},
+                 {"framework": "torch", "version": torch.__version__, "threads": torch.get_num_threads(),
+                  "allocator": allocator})
+
+
+# ============================================================================ the parent
+def summarize(times, n_tokens) -> dict:
+    med = statistics.median(times)
+    return {"median_s": med, "p25_s": common.percentile(times, 25), "p75_s": common.percentile(times, 75),
+            "min_s": min(times), "max_s": max(times), "steps": len(times),
+            "tokens_per_s": n_tokens / med}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(common.CONFIGS), default="tiny")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per framework (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument("--block", type=int, default=5, help="steps per turn when alternating")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="BLAS / PyTorch threads (default: all cores)")
+    parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                        help="host allocator of BOTH workers: 'tuned' keeps freed memory for reuse "
+                             "(grad.backend.tune_host_allocator, what the minis2s trainer does), "
+                             "'default' is the C library's own policy (default: tuned)")
+    parser.add_argument("--no-torch", action="store_true", help="time minis2s only")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--worker", choices=["minis2s", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker == "minis2s":
+        return minis2s_worker(args) or 0
+    if args.worker == "torch":
+        return torch_worker(args) or 0
+    if args.steps < 1 or args.block < 1 or args.warmup < 0 or args.threads < 1:
+        parser.error("--steps, --block and --threads must be positive, --warmup not negative")
+
+    cfg = common.CONFIGS[args.config]
+    have_torch = False
+    if not args.no_torch:
+        try:
+            import importlib.util
+            have_torch = importlib.util.find_spec("torch") is not None
+        except ValueError:
+            have_torch = False
+    tmp = tempfile.mkdtemp(prefix="minis2s-bench-")
+    weights = os.path.join(tmp, "weights.npz")
+    common.save_weights(common.build_minis2s(cfg), weights)
+    n_tokens = sum(d["n_tokens"] for d in common.make_batches(cfg)) / 4.0   # mean per batch
+
+    script = os.path.abspath(__file__)
+    wargs = ["--config", args.config, "--device", args.device, "--weights", weights,
+             "--malloc", args.malloc]
+    workers = [common.Worker(script, "minis2s", wargs, args.threads)]
+    if have_torch:
+        workers.append(common.Worker(script, "torch", wargs, args.threads))
+    times = {w.framework: [] for w in workers}
+    losses = {w.framework: [] for w in workers}
+    try:
+        for w in workers:
+            first = w.ask(cmd="run", n=max(1, args.warmup))
+            losses[w.framework] = first["losses"]
+        turn = 0
+        while min(len(v) for v in times.values()) < args.steps:
+            order = workers if turn % 2 == 0 else workers[::-1]
+            for w in order:
+                n = min(args.block, args.steps - len(times[w.framework]))
+                if n > 0:
+                    times[w.framework] += w.ask(cmd="run", n=n)["times"]
+            turn += 1
+        memory = {w.framework: w.ask(cmd="memory") for w in workers}
+        floor = workers[0].ask(cmd="floor") if args.device == "cpu" else None
+        hello = {w.framework: w.hello for w in workers}
+    finally:
+        for w in workers:
+            w.close()
+
+    results = {"config": args.config, "sizes": cfg, "device": args.device, "threads": args.threads,
+               "malloc": args.malloc,
+               "target_tokens_per_step": n_tokens, "workers": hello, "frameworks": {}}
+    for name in times:
+        r = summarize(times[name], n_tokens)
+        m = memory[name]
+        r["peak_memory_mb"] = m["peak"] - m["base"]
+        r["first_loss"] = losses[name][0]
+        results["frameworks"][name] = r
+    ours = results["frameworks"]["minis2s"]
+    if "torch" in results["frameworks"]:
+        results["ratio_time"] = ours["median_s"] / results["frameworks"]["torch"]["median_s"]
+        results["ratio_memory"] = ours["peak_memory_mb"] / results["frameworks"]["torch"]["peak_memory_mb"]
+    if floor is not None:
+        results["gemm_flops"] = floor["flops"]
+        results["gemm_floor_s"] = floor["seconds"]
+        results["minis2s_over_floor"] = ours["median_s"] / floor["seconds"]
+        if "torch" in results["frameworks"]:
+            results["torch_over_floor"] = results["frameworks"]["torch"]["median_s"] / floor["seconds"]
+    report(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+def report(r: dict) -> None:
+    c = r["sizes"]
+    print(f"config {r['config']}: V={c['V']} E={c['E']} H={c['H']} L={c['L']} B={c['B']} "
+          f"S={c['S']} T={c['T']}; device {r['device']}, {r['threads']} threads")
+    for name, info in r["workers"].items():
+        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in info.items() if k != "framework"))
+    print(f"{'framework':<10} {'median':>9} {'p25-p75':>17} {'min-max':>17} {'tokens/s':>9} "
+          f"{'peak MB':>8} {'first loss':>11}")
+    for name, f in r["frameworks"].items():
+        print(f"{name:<10} {f['median_s'] * 1e3:>7.1f}ms {f['p25_s'] * 1e3:>7.1f}-{f['p75_s'] * 1e3:<7.1f}ms "
+              f"{f['min_s'] * 1e3:>7.1f}-{f['max_s'] * 1e3:<7.1f}ms {f['tokens_per_s']:>9.0f} "
+              f"{f['peak_memory_mb']:>8.1f} {f['first_loss']:>11.6f}")
+    if "ratio_time" in r:
+        print(f"minis2s / PyTorch: time {r['ratio_time']:.3f}, peak memory {r['ratio_memory']:.3f}")
+    if "gemm_floor_s" in r:
+        line = (f"GEMM floor: {r['gemm_flops'] / 1e9:.1f} GFLOP of matrix products take "
+                f"{r['gemm_floor_s'] * 1e3:.1f} ms in plain NumPy "
+                f"({r['gemm_flops'] / r['gemm_floor_s'] / 1e9:.1f} GFLOP/s); "
+                f"minis2s step / floor {r['minis2s_over_floor']:.2f}")
+        if "torch_over_floor" in r:
+            line += f", PyTorch step / floor {r['torch_over_floor']:.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:          # the repository's grad/ and minis2s/, not an older install
+    sys.path.insert(0, str(ROOT))
 PAD, BOS, EOS = 0, 1, 2
 
 CONFIGS = {   # V: vocabulary (source and target), E: embedding, H: hidden, L: layers, B: batch
@@ -139,7 +141,9 @@ def torch_model(cfg: dict, weights: str | None = None, device: str = "cpu"):
             tokens = []
             for _ in range(max_len):
                 feed, states = self.step(self.tgt_emb(y), feed, states, memory, pad_mask)
-                y = self.generator(feed).argmax(dim=-1)
+                logits = self.generator(feed)
+                logits[:, [PAD, BOS]] = float("-inf")                  # never produced
+                y = logits.argmax(dim=-1)
                 y = y.masked_fill(done, PAD)
                 tokens.append(y)
                 done = done | (y == EOS)

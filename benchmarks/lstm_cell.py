@@ -7,11 +7,14 @@ primitive ops; the fused cell (``grad.functional.lstm_cell``) is one node with a
 backward. Both compute the same numbers (tests/test_lstm.py checks 1e-10 in float64).
 """
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import grad
-from grad import functional as F
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this repository
+import grad  # noqa: E402
+from grad import functional as F  # noqa: E402
 
 
 def time_cell(cell, batch, n_in, n_hidden, repeat):

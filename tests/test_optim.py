@@ -177,3 +177,21 @@ def test_trajectories_match_torch(kind):
         gopt.step()
         np.testing.assert_allclose(gw.numpy(), tw.detach().numpy(), rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(gb.numpy(), tb.detach().numpy(), rtol=1e-12, atol=1e-13)
+
+
+@backends
+def test_adam_state_dict_is_a_snapshot_that_later_steps_do_not_change(backend):
+    # Adam updates its moment estimates in place; a state_dict taken earlier must not move.
+    with B.use(backend):
+        w = grad.tensor([[1.0, -2.0], [0.5, 3.0]], requires_grad=True)
+        opt = Adam([w], lr=0.1)
+        for _ in range(2):
+            (w * w).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        saved = opt.state_dict()
+        before = B.to_numpy(saved["state"][0]["exp_avg"]).copy()
+        (w * w).sum().backward()
+        opt.step()
+        np.testing.assert_array_equal(B.to_numpy(saved["state"][0]["exp_avg"]), before)
+        assert not np.array_equal(B.to_numpy(opt.state[0]["exp_avg"]), before)

@@ -1,0 +1,158 @@
+"""Decoding throughput: greedy and beam search (beam 5) in sentences per second, with PyTorch's
+greedy decoding of the same model for comparison.
+
+    python benchmarks/decode.py [--config small] [--batches 4] [--repeat 3] [--max-len 30]
+                                [--threads N] [--json FILE]
+
+Both frameworks load the same weights (an untrained model: the point is speed, and with the
+same weights both must produce the same tokens, which is checked and printed) and decode the
+same random source batches, each in its own subprocess. An untrained model rarely picks EOS,
+so most sentences run to ``--max-len``: every figure is for outputs of about that length.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
+
+
+def minis2s_worker(args) -> None:
+    from grad import backend as B
+    from grad.tensor import Tensor
+    from minis2s.search import beam_search, greedy
+    cfg = common.CONFIGS[args.config]
+    model = common.build_minis2s(cfg)
+    model.load_state_dict({k: B.from_numpy(v) for k, v in
+                           common.np.load(args.weights, allow_pickle=False).items()})
+    model.eval()
+    batches = [(Tensor(B.from_numpy(d["src"])), B.from_numpy(d["src_lengths"]))
+               for d in common.make_batches(cfg, args.batches)]
+
+    def run(kind, repeat):
+        times, tokens = [], []
+        for r in range(repeat):
+            for src, sl in batches:
+                t0 = time.perf_counter()
+                if kind == "greedy":
+                    out = greedy(model, src, sl, max_len=args.max_len)
+                else:
+                    out = beam_search(model, src, sl, beam_size=5, max_len=args.max_len)
+                times.append(time.perf_counter() - t0)
+                if r == 0 and kind == "greedy":
+                    tokens.append(out.tokens.tolist())
+        return {"times": times, "tokens": tokens}
+
+    common.serve({"run": run}, {"framework": "minis2s", "blas": common.blas_info()})
+
+
+def torch_worker(args) -> None:
+    import torch
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    cfg = common.CONFIGS[args.config]
+    model = common.torch_model(cfg, args.weights)
+    model.eval()
+    batches = [(torch.from_numpy(d["src"]), torch.from_numpy(d["src_lengths"]))
+               for d in common.make_batches(cfg, args.batches)]
+
+    def run(kind, repeat):
+        times, tokens = [], []
+        for r in range(repeat):
+            for src, sl in batches:
+                t0 = time.perf_counter()
+                out = model.greedy(src, sl, args.max_len)
+                times.append(time.perf_counter() - t0)
+                if r == 0:
+                    tokens.append(out.tolist())
+        return {"times": times, "tokens": tokens}
+
+    common.serve({"run": run}, {"framework": "torch", "version": torch.__version__})
+
+
+def same_tokens(ours, theirs) -> float:
+    """Fraction of sentences whose greedy tokens agree (ours are PAD-padded after EOS)."""
+    same = total = 0
+    for batch_a, batch_b in zip(ours, theirs):
+        for a, b in zip(batch_a, batch_b):
+            n = max(len(a), len(b))
+            a = a + [common.PAD] * (n - len(a))
+            b = b + [common.PAD] * (n - len(b))
+            same += a == b
+            total += 1
+    return same / max(total, 1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(common.CONFIGS), default="small")
+    parser.add_argument("--batches", type=int, default=4, help="source batches (default 4)")
+    parser.add_argument("--repeat", type=int, default=3, help="passes over the batches (default 3)")
+    parser.add_argument("--max-len", type=int, default=30, help="longest output (default 30)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-torch", action="store_true", help="time minis2s only")
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--worker", choices=["minis2s", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker == "minis2s":
+        return minis2s_worker(args) or 0
+    if args.worker == "torch":
+        return torch_worker(args) or 0
+    if min(args.batches, args.repeat, args.max_len, args.threads) < 1:
+        parser.error("--batches, --repeat, --max-len and --threads must be positive")
+
+    import importlib.util
+    cfg = common.CONFIGS[args.config]
+    weights = os.path.join(tempfile.mkdtemp(prefix="minis2s-bench-"), "weights.npz")
+    common.save_weights(common.build_minis2s(cfg), weights)
+    script = os.path.abspath(__file__)
+    wargs = ["--config", args.config, "--weights", weights, "--batches", str(args.batches),
+             "--max-len", str(args.max_len)]
+    workers = {"minis2s": common.Worker(script, "minis2s", wargs, args.threads)}
+    if not args.no_torch and importlib.util.find_spec("torch") is not None:
+        workers["torch"] = common.Worker(script, "torch", wargs, args.threads)
+    rows, tokens = {}, {}
+    try:
+        plan = [("minis2s", "greedy"), ("minis2s", "beam5")] + \
+            ([("torch", "greedy")] if "torch" in workers else [])
+        for name, kind in plan:                       # one untimed pass each, then the timed ones
+            workers[name].ask(cmd="run", kind=kind, repeat=1)
+        for name, kind in plan:
+            reply = workers[name].ask(cmd="run", kind=kind, repeat=args.repeat)
+            rows[(name, kind)] = reply["times"]
+            if kind == "greedy":
+                tokens[name] = reply["tokens"]
+    finally:
+        for w in workers.values():
+            w.close()
+
+    print(f"config {args.config}: V={cfg['V']} E={cfg['E']} H={cfg['H']} L={cfg['L']}, batches of "
+          f"{cfg['B']} sources of up to {cfg['S']} tokens, outputs up to {args.max_len} tokens, "
+          f"{args.threads} threads")
+    print(f"{'framework':<10} {'search':<8} {'median batch':>13} {'sentences/s':>12}")
+    results = {"config": args.config, "max_len": args.max_len, "threads": args.threads, "rows": []}
+    for (name, kind), times in rows.items():
+        med = statistics.median(times)
+        print(f"{name:<10} {kind:<8} {med * 1e3:>11.1f}ms {cfg['B'] / med:>12.1f}")
+        results["rows"].append({"framework": name, "search": kind, "median_batch_s": med,
+                                "sentences_per_s": cfg["B"] / med})
+    if "torch" in tokens:
+        agree = same_tokens(tokens["minis2s"], tokens["torch"])
+        ratio = statistics.median(rows[("minis2s", "greedy")]) / statistics.median(rows[("torch", "greedy")])
+        print(f"greedy minis2s / PyTorch time {ratio:.3f}; same greedy output for "
+              f"{100 * agree:.1f}% of the sentences")
+        results.update(greedy_ratio=ratio, greedy_agreement=agree)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

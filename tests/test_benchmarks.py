@@ -1,0 +1,68 @@
+"""The benchmark scripts run (on the tiny configuration, a few steps): speed itself is measured by
+running them, never asserted in the test suite. Where PyTorch is installed, the scripts' PyTorch
+model must compute the same first loss and the same greedy tokens as minis2s from the same
+weights, which shows both sides of each comparison run the same model."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def run(script, *args, timeout=240):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_train_step_on_tiny(tmp_path):
+    out_json = tmp_path / "tiny.json"
+    text = run("train_step.py", "--config", "tiny", "--steps", "2", "--warmup", "1", "--block", "1",
+               "--threads", "1", "--json", str(out_json))
+    result = json.loads(out_json.read_text())
+    ours = result["frameworks"]["minis2s"]
+    assert ours["steps"] == 2 and ours["median_s"] > 0 and ours["peak_memory_mb"] >= 0
+    assert result["gemm_flops"] > 0 and result["gemm_floor_s"] > 0
+    assert "GEMM floor" in text
+    if HAVE_TORCH:
+        theirs = result["frameworks"]["torch"]
+        assert theirs["first_loss"] == pytest.approx(ours["first_loss"], rel=1e-5)
+        assert "minis2s / PyTorch" in text
+
+
+def test_gemm_flop_count_of_medium_matches_the_issue():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import train_step
+    finally:
+        sys.path.pop(0)
+    flops = train_step.gemm_flops(train_step.gemm_shapes(train_step.common.CONFIGS["medium"]))
+    assert 180e9 < flops < 190e9          # "a medium step has about 188 GFLOP of matrix products"
+
+
+def test_decode_on_tiny(tmp_path):
+    out_json = tmp_path / "decode.json"
+    run("decode.py", "--config", "tiny", "--batches", "1", "--repeat", "1", "--max-len", "6",
+        "--threads", "1", "--json", str(out_json))
+    result = json.loads(out_json.read_text())
+    kinds = {(r["framework"], r["search"]) for r in result["rows"]}
+    assert {("minis2s", "greedy"), ("minis2s", "beam5")} <= kinds
+    if HAVE_TORCH:
+        assert result["greedy_agreement"] == 1.0
+
+
+def test_ops_overhead_runs():
+    text = run("ops.py", "--chain", "5", "--repeat", "2")
+    assert "matmul" in text and "overhead" in text
+
+
+def test_lstm_cell_benchmark_runs():
+    text = run("lstm_cell.py", "--repeat", "2")
+    assert "speed-up" in text

@@ -211,6 +211,21 @@ class Worker:
             self.proc.wait(timeout=60)
 
 
+def add_worker_arguments(parser) -> None:
+    """The hidden options by which a benchmark script runs itself as a worker."""
+    import argparse
+    parser.add_argument("--worker", choices=["minis2s", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+
+
+def run_worker(args, minis2s_worker, torch_worker) -> bool:
+    """If ``args`` ask for a worker, run it (until its stdin closes) and return True."""
+    if args.worker is None:
+        return False
+    (minis2s_worker if args.worker == "minis2s" else torch_worker)(args)
+    return True
+
+
 def serve(handlers: dict, hello: dict) -> None:
     """The worker's side: answer each request line with one JSON line until stdin closes."""
     out = sys.stdout

@@ -23,6 +23,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (benchmarks/common.py)
 
 
+def timed_passes(batches, repeat, decode) -> dict:
+    """Time ``decode(src, src_lengths)`` on every batch, ``repeat`` times over; keep the outputs of
+    the first pass (the token lists, or None) for comparison."""
+    times, tokens = [], []
+    for r in range(repeat):
+        for src, src_lengths in batches:
+            t0 = time.perf_counter()
+            out = decode(src, src_lengths)
+            times.append(time.perf_counter() - t0)
+            if r == 0 and out is not None:
+                tokens.append(out)
+    return {"times": times, "tokens": tokens}
+
+
 def minis2s_worker(args) -> None:
     from grad import backend as B
     from grad.tensor import Tensor
@@ -35,19 +49,15 @@ def minis2s_worker(args) -> None:
     batches = [(Tensor(B.from_numpy(d["src"])), B.from_numpy(d["src_lengths"]))
                for d in common.make_batches(cfg, args.batches)]
 
+    def decode_greedy(src, src_lengths):
+        return greedy(model, src, src_lengths, max_len=args.max_len).tokens.tolist()
+
+    def decode_beam(src, src_lengths):
+        beam_search(model, src, src_lengths, beam_size=5, max_len=args.max_len)
+        return None                                  # only greedy outputs are compared
+
     def run(kind, repeat):
-        times, tokens = [], []
-        for r in range(repeat):
-            for src, sl in batches:
-                t0 = time.perf_counter()
-                if kind == "greedy":
-                    out = greedy(model, src, sl, max_len=args.max_len)
-                else:
-                    out = beam_search(model, src, sl, beam_size=5, max_len=args.max_len)
-                times.append(time.perf_counter() - t0)
-                if r == 0 and kind == "greedy":
-                    tokens.append(out.tokens.tolist())
-        return {"times": times, "tokens": tokens}
+        return timed_passes(batches, repeat, decode_greedy if kind == "greedy" else decode_beam)
 
     common.serve({"run": run}, {"framework": "minis2s", "blas": common.blas_info()})
 
@@ -62,15 +72,7 @@ def torch_worker(args) -> None:
                for d in common.make_batches(cfg, args.batches)]
 
     def run(kind, repeat):
-        times, tokens = [], []
-        for r in range(repeat):
-            for src, sl in batches:
-                t0 = time.perf_counter()
-                out = model.greedy(src, sl, args.max_len)
-                times.append(time.perf_counter() - t0)
-                if r == 0:
-                    tokens.append(out.tolist())
-        return {"times": times, "tokens": tokens}
+        return timed_passes(batches, repeat, lambda src, sl: model.greedy(src, sl, args.max_len).tolist())
 
     common.serve({"run": run}, {"framework": "torch", "version": torch.__version__})
 
@@ -97,13 +99,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-torch", action="store_true", help="time minis2s only")
     parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--worker", choices=["minis2s", "torch"], help=argparse.SUPPRESS)
-    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    common.add_worker_arguments(parser)
     args = parser.parse_args(argv)
-    if args.worker == "minis2s":
-        return minis2s_worker(args) or 0
-    if args.worker == "torch":
-        return torch_worker(args) or 0
+    if common.run_worker(args, minis2s_worker, torch_worker):
+        return 0
     if min(args.batches, args.repeat, args.max_len, args.threads) < 1:
         parser.error("--batches, --repeat, --max-len and --threads must be positive")
 

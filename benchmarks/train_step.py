@@ -208,13 +208,10 @@ def main(argv=None) -> int:
                              "'default' is the C library's own policy (default: tuned)")
     parser.add_argument("--no-torch", action="store_true", help="time minis2s only")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--worker", choices=["minis2s", "torch"], help=argparse.SUPPRESS)
-    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    common.add_worker_arguments(parser)
     args = parser.parse_args(argv)
-    if args.worker == "minis2s":
-        return minis2s_worker(args) or 0
-    if args.worker == "torch":
-        return torch_worker(args) or 0
+    if common.run_worker(args, minis2s_worker, torch_worker):
+        return 0
     if args.steps < 1 or args.block < 1 or args.warmup < 0 or args.threads < 1:
         parser.error("--steps, --block and --threads must be positive, --warmup not negative")
 

@@ -6,9 +6,11 @@ code 2; an interrupted training run exits with 130 after saving a resumable chec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import warnings
 from dataclasses import fields
 
 from . import __version__
@@ -39,6 +41,24 @@ class UsageError(ValueError):
     """Contradictory or impossible options."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``minis2s: error: ...`` and exit code 2, like every other
+    refusal of the command (argparse's default prints the whole usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"minis2s: error: {message} (see '{self.prog} --help')\n")
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr():
+    """Show the library's warnings (skipped lines, dropped pairs, unknown tokens, truncation) as
+    ``minis2s: warning: ...`` lines on stderr, every time they occur."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: print(f"minis2s: warning: {msg}", file=sys.stderr)
+        yield
+
+
 def _task_names():
     from .data.tasks import TASKS
     return sorted(TASKS)
@@ -48,7 +68,7 @@ def _task_names():
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="minis2s", description="LSTM seq2seq with attention, from scratch.")
+    p = _Parser(prog="minis2s", description="LSTM seq2seq with attention, from scratch.")
     p.add_argument("--version", action="version", version=f"minis2s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -158,6 +178,18 @@ def _train_config(args):
     has_files = bool(args.train or args.train_src)
     if has_files and args.task:
         raise UsageError("give either --task or data files (--train/--train-src), not both")
+    for flag in ("valid", "test"):
+        if getattr(args, flag) and not args.train:
+            raise UsageError(f"--{flag} FILE needs --train FILE (without it the built-in task is used)")
+        for side in ("src", "tgt"):
+            if getattr(args, f"{flag}_{side}") and not args.train_src:
+                raise UsageError(f"--{flag}-{side} needs --train-src and --train-tgt")
+    if bool(args.test_src) != bool(args.test_tgt):
+        raise UsageError("--test-src and --test-tgt go together")
+    if has_files:
+        given = [f"--{n.replace('_', '-')}" for n in ("n_train", "n_valid", "n_test") if getattr(args, n)]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to a built-in task, not to data files")
     if args.train and args.train_src:
         raise UsageError("give either TSV files (--train) or line-aligned files (--train-src), not both")
     if args.train_src and not args.train_tgt:
@@ -180,14 +212,34 @@ def tune_allocator() -> None:
     backend.tune_host_allocator()
 
 
+# A resumed run keeps the data, model and optimisation settings it was started with; only these
+# may be given again.
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "command", "func"}
+
+
+def _check_resume_options(args) -> None:
+    """Refuse options that ``--resume`` would otherwise silently ignore."""
+    defaults = vars(build_parser().parse_args(["train"]))
+    given = [name for name, value in vars(args).items()
+             if name not in _RESUME_OPTIONS and value != defaults.get(name)]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") if n != "input_feeding" else "--no-input-feeding"
+                          for n in given)
+        raise UsageError(f"--resume continues the run with the settings it was started with; "
+                         f"only --epochs, --quiet and --device can be given, not {flags}")
+
+
 def cmd_train(args) -> int:
     from .train import fit
     tune_allocator()
     if args.resume and not os.path.isdir(args.resume):
         raise UsageError(f"--resume {args.resume}: no such run directory")
+    if args.resume:
+        _check_resume_options(args)
     cfg = _train_config(args)
     _use_device(cfg.device)
-    result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True))
+    with _warnings_to_stderr():
+        result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True))
     for name, m in result.items():
         if isinstance(m, dict):
             print(f"{name}: exact match {100 * m['exact_match']:.1f}%  token accuracy "
@@ -214,16 +266,13 @@ def _read_lines(path):
 
 
 def cmd_translate(args) -> int:
-    import warnings
     from . import load
     if args.n_best > args.beam_size:
         raise UsageError(f"--n-best ({args.n_best}) cannot be larger than --beam-size ({args.beam_size})")
     _use_device(args.device)
     model = load(args.model)
     lines = _read_lines(args.input)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda msg, *a, **k: print(f"minis2s: warning: {msg}", file=sys.stderr)
+    with _warnings_to_stderr():
         results = model.translate(lines, beam_size=args.beam_size, n_best=args.n_best,
                                   length_penalty=args.length_penalty,
                                   max_output_length=args.max_output_length, return_details=True)
@@ -290,8 +339,8 @@ def cmd_tasks(args) -> int:
 
 def cmd_data(args) -> int:
     from .data.tasks import write_task
-    paths = write_task(args.task, args.out, seed=args.seed)
-    for path in paths:
+    paths = write_task(args.task, args.out, seed=args.seed)     # {split: path}
+    for path in paths.values():
         print(path)
     return 0
 

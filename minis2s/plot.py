@@ -22,18 +22,36 @@ def _pyplot():
     return plt
 
 
+# Hangul Jamo, CJK radicals .. Yi (incl. kana, Hangul compatibility jamo, CJK ideographs),
+# Hangul syllables, CJK compatibility ideographs, half/full-width forms
+_CJK_RANGES = ((0x1100, 0x11FF), (0x2E80, 0xA4CF), (0xA960, 0xA97F), (0xAC00, 0xD7FF),
+               (0xF900, 0xFAFF), (0xFE30, 0xFE4F), (0xFF00, 0xFFEF), (0x20000, 0x3FFFF))
+
+
 def _needs_cjk(labels) -> bool:
-    return any(ord(ch) > 0x2E80 for label in labels for ch in label)
+    """Whether any label has a Korean, Chinese or Japanese character (emoji and other symbols
+    do not need a CJK font)."""
+    return any(lo <= ord(ch) <= hi for label in labels for ch in label for lo, hi in _CJK_RANGES)
 
 
 def _cjk_font():
-    """The name of an installed font that has Hangul, or None."""
+    """The name of an installed font that has Hangul, or None. Fonts installed after
+    matplotlib built its font cache are found by scanning the system's font files once."""
     from matplotlib import font_manager
     installed = {f.name for f in font_manager.fontManager.ttflist}
     for name in CJK_FONTS:
         if name in installed:
             return name
-    return None
+    hints = ("nanum", "notosanscjk", "notoserifcjk", "notosanskr", "undotum", "baekmuk")
+    for path in font_manager.findSystemFonts():
+        flat = Path(path).name.lower().replace("-", "").replace("_", "")
+        if any(h in flat for h in hints):
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
 
 
 def plot_run(run_dir, out) -> None:

@@ -7,6 +7,7 @@ translates exactly as the model was trained.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,16 @@ class Prepared:
                 "max_length": self.max_length, "task": self.task}
 
 
+def _warn_skipped(data) -> int:
+    """Say how many malformed lines ``--skip-bad-lines`` skipped in one file (a warning)."""
+    if data.skipped:
+        lines = ", ".join(str(n) for n in data.skipped_lines[:5])
+        more = ", ..." if data.skipped > 5 else ""
+        warnings.warn(f"{data.path}: skipped {data.skipped} malformed line(s) (line {lines}{more}) "
+                      "because of --skip-bad-lines", stacklevel=2)
+    return data.skipped
+
+
 def _read_splits(cfg) -> tuple[dict, str | None, int]:
     """Text pairs per split from a built-in task, TSV files or line-aligned file pairs."""
     from .data.parallel import read_parallel, read_tsv
@@ -84,14 +95,14 @@ def _read_splits(cfg) -> tuple[dict, str | None, int]:
             for name, path in files.items():
                 if path:
                     data = read_tsv(path, skip_bad_lines=cfg.skip_bad_lines)
-                    splits[name], skipped = data.pairs, skipped + data.skipped
+                    splits[name], skipped = data.pairs, skipped + _warn_skipped(data)
         else:
             files = {"train": (cfg.train_src, cfg.train_tgt), "valid": (cfg.valid_src, cfg.valid_tgt),
                      "test": (cfg.test_src, cfg.test_tgt)}
             for name, (s, t) in files.items():
                 if s and t:
                     data = read_parallel(s, t, skip_bad_lines=cfg.skip_bad_lines)
-                    splits[name], skipped = data.pairs, skipped + data.skipped
+                    splits[name], skipped = data.pairs, skipped + _warn_skipped(data)
         if "valid" not in splits:
             raise ValueError("a validation split is required: give --valid FILE (or --valid-src/--valid-tgt)")
         return splits, None, skipped
@@ -128,7 +139,7 @@ def prepare_data(cfg, run_dir=None) -> Prepared:
     """Read, tokenize and encode every split. Vocabularies are built from the training split,
     or read from ``run_dir`` when resuming."""
     from .data.parallel import filter_by_length
-    from .data.vocab import Vocab
+    from .data.vocab import SPECIALS, Vocab
     splits, task, skipped = _read_splits(cfg)
     if run_dir is not None:
         config = read_json(Path(run_dir) / "config.json")["data"]
@@ -141,12 +152,28 @@ def prepare_data(cfg, run_dir=None) -> Prepared:
         src_vocab = tgt_vocab = None
     tokenized = {name: [(src_tok.tokenize(s), tgt_tok.tokenize(t)) for s, t in pairs]
                  for name, pairs in splits.items()}
-    tokenized["train"], dropped = filter_by_length(tokenized["train"], cfg.max_length)
-    if not tokenized["train"]:
-        raise ValueError(f"no training pair is within --max-length {cfg.max_length}")
+    # Every split is length-filtered: an over-long validation or test line would otherwise be
+    # run through the encoder whole (a 1 MB line is a million LSTM steps). Dropped pairs are
+    # said in a warning per split, and the test metrics count only the pairs kept.
+    dropped = 0
+    for name in list(tokenized):
+        total = len(tokenized[name])
+        tokenized[name], n = filter_by_length(tokenized[name], cfg.max_length)
+        if name == "train":
+            dropped = n
+        if not tokenized[name]:
+            raise ValueError(f"no {name} pair is within --max-length {cfg.max_length} tokens "
+                             f"(all {total} are longer)")
+        if n:
+            warnings.warn(f"{name}: dropped {n} of {total} pairs longer than --max-length "
+                          f"{cfg.max_length} tokens", stacklevel=2)
     if src_vocab is None:
         src_vocab = Vocab.build([s for s, _ in tokenized["train"]])
         tgt_vocab = Vocab.build([t for _, t in tokenized["train"]])
+        for side, vocab in (("source", src_vocab), ("target", tgt_vocab)):
+            if len(vocab) <= len(SPECIALS):     # nothing but PAD, BOS, EOS, UNK
+                raise ValueError(f"the {side} vocabulary is empty: the training pairs have no "
+                                 f"{side} tokens under this tokenizer")
     prep = Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, max_length=cfg.max_length, task=task,
                     dropped=dropped, skipped=skipped, pairs=splits)
     for name, toks in tokenized.items():

@@ -108,12 +108,99 @@ def test_version(tmp_path):
     (["train", "--task", "dates", "--train", "a.tsv", "--valid", "b.tsv"], "not both"),
     (["translate", "--model", "nowhere", "--beam-size", "2", "--n-best", "3"], "--n-best (3)"),
     (["translate", "--model", "nowhere"], "nowhere: model directory not found"),
+    # contradictory options that would otherwise be silently ignored
+    (["train", "--valid", "v.tsv"], "--valid FILE needs --train FILE"),
+    (["train", "--test", "t.tsv"], "--test FILE needs --train FILE"),
+    (["train", "--valid-src", "a", "--valid-tgt", "b"], "--valid-src needs --train-src"),
+    (["train", "--train-src", "a", "--train-tgt", "b", "--valid-src", "c", "--valid-tgt", "d",
+      "--test-src", "e"], "--test-src and --test-tgt go together"),
+    (["train", "--train", "a.tsv", "--valid", "b.tsv", "--n-train", "5"], "only apply to a built-in task"),
+    (["train", "--resume", ".", "--lr", "0.5", "--task", "reverse"], "not --task, --lr"),
 ])
 def test_bad_arguments_are_one_line_errors_with_exit_code_2(tmp_path, args, message):
     r = run(args, tmp_path, input="")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minis2s: error:"), r.stderr   # argparse's too
+
+
+def test_data_prints_the_paths_it_wrote(tmp_path):
+    r = run(["data", "--task", "addition", "--out", "splits"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    assert [Path(p).name for p in paths] == ["train.tsv", "valid.tsv", "test.tsv"]
+    assert all((tmp_path / p).is_file() for p in paths)
+
+
+def test_skipped_lines_and_over_long_pairs_are_said_in_warnings(tmp_path):
+    # A malformed training line under --skip-bad-lines, and a 1 MB validation line with the
+    # default char tokenizer: both are reported on stderr, and the 1 MB line is dropped (not run
+    # through the encoder a million steps long), so training finishes in seconds.
+    assert run(["data", "--task", "reverse", "--out", "d"], tmp_path).returncode == 0
+    train = (tmp_path / "d" / "train.tsv").read_text(encoding="utf-8").splitlines()[:300]
+    train.insert(1, "no tab on this line")
+    (tmp_path / "train.tsv").write_text("\n".join(train) + "\n", encoding="utf-8")
+    valid = (tmp_path / "d" / "valid.tsv").read_text(encoding="utf-8").splitlines()[:40]
+    valid.append("x" * 1_000_000 + "\t" + "y")
+    (tmp_path / "valid.tsv").write_text("\n".join(valid) + "\n", encoding="utf-8")
+    r = run(["train", "--train", "train.tsv", "--valid", "valid.tsv", "--skip-bad-lines",
+             "--epochs", "1", "--emb-size", "8", "--hidden-size", "16", "--quiet", "--out", "m"],
+            tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "train.tsv: skipped 1 malformed line(s) (line 2) because of --skip-bad-lines" in r.stderr
+    assert "valid: dropped 1 of 41 pairs longer than --max-length 64 tokens" in r.stderr
+    assert all(line.startswith("minis2s: warning:") for line in r.stderr.strip().splitlines())
+
+
+def test_an_empty_vocabulary_is_refused_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    # The readers already refuse empty sides; a tokenizer that yields no tokens is the remaining
+    # way to an empty vocabulary, and it must not get as far as building a model.
+    from minis2s import cli, runs
+
+    class Nothing:
+        def tokenize(self, text):
+            return []
+
+    real = runs._tokenizers
+    monkeypatch.setattr(runs, "_tokenizers", lambda cfg, task, splits: (Nothing(), real(cfg, task, splits)[1]))
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["train", "--task", "reverse", "--n-train", "50", "--n-valid", "10",
+                     "--n-test", "10", "--out", "m", "--quiet"])
+    assert code == 2
+    assert "minis2s: error: the source vocabulary is empty" in capsys.readouterr().err
+    assert not (tmp_path / "m" / "last.npz").exists()
+
+
+KOREAN = (list("삼천이십일"), list("3021"))
+
+
+def test_korean_attention_labels_without_a_cjk_font_get_an_install_hint(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import numpy as np
+    from minis2s import plot
+    monkeypatch.setattr(plot, "_cjk_font", lambda: None)
+    with pytest.raises(plot.PlotError, match="fonts-noto-cjk"):
+        plot.plot_attention(*KOREAN, np.full((4, 5), 0.2), tmp_path / "a.png")
+    assert not (tmp_path / "a.png").exists()
+    # emoji and other symbols need no CJK font
+    plot.plot_attention(["a", "😀"], ["b"], np.full((1, 2), 0.5), tmp_path / "emoji.png")
+    assert (tmp_path / "emoji.png").stat().st_size > 0
+
+
+def test_korean_attention_labels_render_with_an_installed_cjk_font(tmp_path):
+    pytest.importorskip("matplotlib")
+    import warnings
+    import numpy as np
+    from minis2s import plot
+    font = plot._cjk_font()
+    if font is None:
+        pytest.skip("no CJK font installed (e.g. apt-get install fonts-nanum); .ci/run installs one")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # matplotlib warns on missing glyphs
+        plot.plot_attention(*KOREAN, np.full((4, 5), 0.2), tmp_path / "ko.png")
+    assert (tmp_path / "ko.png").stat().st_size > 0
 
 
 def test_device_cuda_without_a_usable_gpu_is_refused_before_any_work(tmp_path):

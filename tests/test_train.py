@@ -72,3 +72,15 @@ def test_a_nan_loss_stops_with_epoch_and_iteration_and_keeps_the_last_good_check
     fit(TrainConfig(out=str(tmp_path / "skip"), epochs=1, **skip), log=lambda m: None)
     record = json.loads((tmp_path / "skip" / "log.jsonl").read_text().splitlines()[0])
     assert record["skipped_batches"] == 1
+
+
+def test_learning_rate_halves_every_epoch_from_lr_decay_start_with_sgd(tmp_path):
+    from minis2s.train import _lr_for_epoch
+    cfg = TrainConfig(lr=0.4, lr_decay_start=2)
+    assert [_lr_for_epoch(cfg, e) for e in (1, 2, 3, 4)] == [0.4, 0.2, 0.1, 0.05]
+    assert _lr_for_epoch(TrainConfig(lr=0.4), 9) == 0.4             # no schedule: constant
+    fit(TrainConfig(out=str(tmp_path / "sgd"), epochs=3, optimizer="sgd", lr=0.4,
+                    lr_decay_start=2, **TINY), log=lambda m: None)
+    log = [json.loads(x) for x in (tmp_path / "sgd" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == [0.4, 0.2, 0.1]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]              # SGD does train

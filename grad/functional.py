@@ -13,20 +13,21 @@ from . import ops
 from .tensor import MatmulGrad, OuterGrad, Tensor, as_tensor, make, saved_arrays_are_free
 
 
-def _dim(dim, axis):
-    return ops._resolve_dim(dim, axis)
+def _dim(dim, axis, ndim: int) -> int:
+    """``dim`` or its alias ``axis`` (not both; -1 when neither is given), made non-negative."""
+    return ops._resolve_dim(dim, axis, default=-1) % ndim
 
 
 # =================================================================== softmax and log-softmax
-def softmax(x: Tensor, dim: int = -1, *, axis=None) -> Tensor:
-    """``exp(x) / sum(exp(x))`` along ``dim``, computed as ``exp(x - max)`` so that logits of any
-    magnitude give no overflow.
+def softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+    """``exp(x) / sum(exp(x))`` along ``dim`` (default -1; ``axis`` is an alias), computed as
+    ``exp(x - max)`` so that logits of any magnitude give no overflow.
 
     Backward (y = softmax(x)): ``dx = y * (g - sum(g * y))`` -- the Jacobian ``diag(y) - y y^T``
     applied to ``g``. Both terms matter: dropping the cross term ``y y^T`` is a classic bug.
     """
     xp = B.xp
-    d = _dim(dim, axis) % x.ndim
+    d = _dim(dim, axis, x.ndim)
     z = xp.exp(x.data - xp.max(x.data, axis=d, keepdims=True))
     y = z / xp.sum(z, axis=d, keepdims=True)
     def backward(g):
@@ -34,13 +35,14 @@ def softmax(x: Tensor, dim: int = -1, *, axis=None) -> Tensor:
     return make(y, (x,), backward, "softmax")
 
 
-def log_softmax(x: Tensor, dim: int = -1, *, axis=None) -> Tensor:
-    """``x - logsumexp(x)`` along ``dim``, stable for logits of magnitude 1e4.
+def log_softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+    """``x - logsumexp(x)`` along ``dim`` (default -1; ``axis`` is an alias), stable for logits
+    of magnitude 1e4.
 
     Backward (y = log_softmax(x)): ``dx = g - exp(y) * sum(g)``.
     """
     xp = B.xp
-    d = _dim(dim, axis) % x.ndim
+    d = _dim(dim, axis, x.ndim)
     shifted = x.data - xp.max(x.data, axis=d, keepdims=True)
     y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=d, keepdims=True))
     def backward(g):

@@ -22,7 +22,8 @@ from .tensor import Tensor, no_grad
 
 
 class GradcheckError(AssertionError):
-    """Analytic and numerical gradients disagree; the message names the worst coordinates."""
+    """Analytic and numerical gradients disagree; the message names the worst coordinates (n-d,
+    e.g. ``input 0 [2, 3]``) and their relative errors."""
 
 
 def _outputs(fn, inputs):
@@ -32,6 +33,15 @@ def _outputs(fn, inputs):
 
 def _flat(a):
     return B.xp.reshape(a, (-1,))
+
+
+def _coords(i: int, shape) -> list:
+    """The n-d coordinates of flat (row-major) index ``i`` in an array of ``shape``."""
+    out = []
+    for n in reversed(tuple(shape)):
+        i, r = divmod(i, n)
+        out.append(r)
+    return out[::-1]
 
 
 def _set_flat(t: Tensor, flat) -> None:
@@ -114,7 +124,7 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             if t.numel() > max_coordinates:
                 coords = sorted(set(int(c) for c in gen.host_integers(0, t.numel(), max_coordinates)))
             for i in coords:
-                compare(f"input {k} {tuple(t.shape)} flat index {i}", float(gflat[i]),
+                compare(f"input {k} {_coords(i, t.shape)} of shape {t.shape}", float(gflat[i]),
                         numeric_coordinate(t, i))
         # One random direction across all inputs at once.
         directions = [gen.normal(t.shape, dtype="float64") for t in checked]
@@ -178,5 +188,6 @@ def _full_jacobian(fn, inputs, checked, outs, eps, analytic, compare):
                     if row is None:
                         compare(f"input {k}: gradient has the wrong shape", math.inf, 0.0)
                     else:
-                        compare(f"d out{oi}[{jj}] / d input{k}[{i}]", float(row[i]), float(numeric[oi][jj]))
+                        compare(f"d output {oi} {_coords(jj, o.shape)} / d input {k} "
+                                f"{_coords(i, t.shape)}", float(row[i]), float(numeric[oi][jj]))
                     j += 1

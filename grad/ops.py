@@ -36,11 +36,22 @@ def _unbroadcast(g, shape: tuple):
     return g
 
 
-def _resolve_dim(dim, axis, name="dim"):
-    """PyTorch's ``dim`` with NumPy's ``axis`` accepted as an alias (not both)."""
+def _resolve_dim(dim, axis, name="dim", default=None):
+    """PyTorch's ``dim`` with NumPy's ``axis`` accepted as an alias (not both); ``default`` when
+    neither is given."""
     if dim is not None and axis is not None:
         raise TypeError(f"give either {name}= or axis=, not both")
+    if dim is None and axis is None:
+        return default
     return axis if dim is None else dim
+
+
+def _required_dim(dim, axis, op: str):
+    """``dim`` (or its alias ``axis``) for an op that needs one."""
+    d = _resolve_dim(dim, axis)
+    if d is None:
+        raise TypeError(f"{op}() needs dim= (or its alias axis=)")
+    return d
 
 
 def _resolve_keep(keepdim, keepdims):
@@ -217,20 +228,23 @@ def max(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
     return amax(x, dim, keepdim, axis=axis, keepdims=keepdims)
 
 
-def argmax(x, dim=None, keepdim=False, *, axis=None):
-    """Index of the maximum (first one on ties). No gradient."""
+def argmax(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """Index of the maximum (first one on ties); over all elements when ``dim`` is None. No
+    gradient."""
     xp = B.xp
     d = _resolve_dim(dim, axis)
+    keep = _resolve_keep(keepdim, keepdims)
     data = x.data if d is not None else xp.reshape(x.data, (-1,))
-    return Tensor(xp.argmax(data, axis=d if d is not None else 0, keepdims=bool(keepdim) and d is not None))
+    return Tensor(xp.argmax(data, axis=d if d is not None else 0, keepdims=keep and d is not None))
 
 
 TopK = namedtuple("TopK", ["values", "indices"])
 
 
-def topk(x, k: int, dim: int = -1, largest: bool = True):
-    """The ``k`` largest (or smallest) entries along ``dim``, sorted. No gradient."""
+def topk(x, k: int, dim=None, largest: bool = True, *, axis=None):
+    """The ``k`` largest (or smallest) entries along ``dim`` (default -1), sorted. No gradient."""
     xp = B.xp
+    dim = _resolve_dim(dim, axis, default=-1)
     data = x.data
     key = -data if largest else data
     order = xp.argsort(key, axis=dim, stable=True)
@@ -309,12 +323,14 @@ def transpose(x, dim0: int, dim1: int):
     return permute(x, dims)
 
 
-def unsqueeze(x, dim: int):
-    dim = dim % (x.ndim + 1)
+def unsqueeze(x, dim=None, *, axis=None):
+    dim = _required_dim(dim, axis, "unsqueeze") % (x.ndim + 1)
     return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
 
 
-def squeeze(x, dim=None):
+def squeeze(x, dim=None, *, axis=None):
+    """Drop ``dim`` if its size is 1 (all size-1 dims when ``dim`` is None)."""
+    dim = _resolve_dim(dim, axis)
     if dim is None:
         return reshape(x, tuple(s for s in x.shape if s != 1))
     dim = dim % x.ndim
@@ -332,11 +348,11 @@ def expand(x, *shape):
     return make(xp.broadcast_to(x.data, shape), (x,), lambda g: (_unbroadcast(g, old),), "expand")
 
 
-def cat(tensors, dim: int = 0, *, axis=None):
-    """Concatenate along ``dim``; the gradient is cut back into the pieces."""
+def cat(tensors, dim=None, *, axis=None):
+    """Concatenate along ``dim`` (default 0); the gradient is cut back into the pieces."""
     xp = B.xp
     tensors = [as_tensor(t) for t in tensors]
-    d = _resolve_dim(dim if axis is None else None, axis) % tensors[0].ndim
+    d = _resolve_dim(dim, axis, default=0) % tensors[0].ndim
     sizes = [t.shape[d] for t in tensors]
     out = xp.concat([t.data for t in tensors], axis=d)
     def backward(g):
@@ -352,18 +368,21 @@ def cat(tensors, dim: int = 0, *, axis=None):
 concat = cat
 
 
-def stack(tensors, dim: int = 0):
+def stack(tensors, dim=None, *, axis=None):
+    """Stack equal-shaped tensors along a new ``dim`` (default 0)."""
     xp = B.xp
     tensors = [as_tensor(t) for t in tensors]
-    d = dim % (tensors[0].ndim + 1)
+    d = _resolve_dim(dim, axis, default=0) % (tensors[0].ndim + 1)
     out = xp.stack([t.data for t in tensors], axis=d)
     def backward(g):
         return tuple(g[(slice(None),) * d + (i, Ellipsis)] for i in range(len(tensors)))
     return make(out, tuple(tensors), backward, "stack")
 
 
-def split(x, split_size_or_sections, dim: int = 0):
-    """PyTorch's ``split``: chunks of equal size (the last one smaller) or the given sizes."""
+def split(x, split_size_or_sections, dim=None, *, axis=None):
+    """PyTorch's ``split``: chunks of equal size (the last one smaller) or the given sizes,
+    along ``dim`` (default 0)."""
+    dim = _resolve_dim(dim, axis, default=0)
     d = dim % x.ndim
     n = x.shape[d]
     if isinstance(split_size_or_sections, int):
@@ -413,11 +432,18 @@ def _index_array(index):
     return B.asarray(index, "int64")
 
 
-def index_select(x, dim: int, index):
+def _required_index(index, op: str):
+    if index is None:
+        raise TypeError(f"{op}() needs an index")
+    return index
+
+
+def index_select(x, dim=None, index=None, *, axis=None):
     """Entries of ``x`` at the positions ``index`` (1-D) along ``dim``; repeated positions
     accumulate gradient."""
     xp = B.xp
-    d = dim % x.ndim
+    d = _required_dim(dim, axis, "index_select") % x.ndim
+    index = _required_index(index, "index_select")
     idx = _index_array(index)
     out = xp.take(x.data, idx, axis=d)
     shape = x.shape
@@ -445,11 +471,12 @@ def _flat_positions(index, dim: int, shape):
     return pos
 
 
-def gather(x, dim: int, index):
+def gather(x, dim=None, index=None, *, axis=None):
     """``out[i][j] = x[i][index[i][j]]`` for ``dim=1`` (PyTorch's gather; ``index`` has the shape
     of ``x`` except along ``dim``)."""
     xp = B.xp
-    d = dim % x.ndim
+    d = _required_dim(dim, axis, "gather") % x.ndim
+    index = _required_index(index, "gather")
     idx = _index_array(index)
     out = xp.take_along_axis(x.data, idx, axis=d)
     shape, like = x.shape, x.data

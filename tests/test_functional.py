@@ -235,3 +235,25 @@ def test_cross_entropy_backward_twice_with_retained_graph_gives_the_same_gradien
         loss.backward()
         np.testing.assert_array_equal(B.to_numpy(logits.grad), first)
         assert np.all(first[[1, 3]] == 0.0)                 # ignored rows get no gradient
+
+
+@backends
+@pytest.mark.parametrize("fn", [F.softmax, F.log_softmax], ids=["softmax", "log_softmax"])
+def test_softmax_axis_is_an_alias_of_dim(backend, fn):
+    """``dim`` defaults to -1; ``axis=`` is its NumPy spelling (it used to collide with the
+    default ``dim=-1`` and always raise); giving both is an error."""
+    x_host = np.random.default_rng(0).uniform(-3.0, 3.0, (3, 4, 5))
+    with B.use(backend):
+        x = grad.tensor(x_host)
+        for d in (0, 1, -1):
+            np.testing.assert_array_equal(fn(x, axis=d).numpy(), fn(x, dim=d).numpy())
+            np.testing.assert_array_equal(fn(x, axis=d).numpy(), fn(x, d).numpy())
+        np.testing.assert_array_equal(fn(x).numpy(), fn(x, dim=2).numpy())     # default: the last
+        e = np.exp(x_host - x_host.max(axis=0, keepdims=True))
+        ref = e / e.sum(axis=0, keepdims=True)
+        ref = ref if fn is F.softmax else np.log(ref)
+        np.testing.assert_allclose(fn(x, axis=0).numpy(), ref, rtol=1e-12, atol=1e-12)
+        with pytest.raises(TypeError, match="not both"):
+            fn(x, dim=0, axis=0)
+        with pytest.raises(TypeError, match="not both"):
+            fn(x, -1, axis=-1)

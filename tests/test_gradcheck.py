@@ -194,7 +194,7 @@ def test_second_output_and_params_are_checked(backend):
             return first, second
 
         assert gradcheck(lambda p: two_outputs(p, False), [x])
-        with pytest.raises(GradcheckError, match="out1"):
+        with pytest.raises(GradcheckError, match=r"d output 1 \[\d, \d\] / d input 0 \[\d, \d\]"):
             gradcheck(lambda p: two_outputs(p, True), [x])
 
         lin = grad.nn.Linear(3, 2).double()
@@ -208,6 +208,50 @@ def test_second_output_and_params_are_checked(backend):
         assert gradcheck(bad_linear, [x])                       # the weight is not checked here
         with pytest.raises(GradcheckError):
             gradcheck(bad_linear, [x], params=[lin.weight])
+
+
+def tanh_wrong_at(flat_index):
+    """tanh whose backward is three times too large at one flat position."""
+    def fn(p):
+        xp = B.xp
+        out = xp.tanh(p.data)
+        def backward(g):
+            d = xp.reshape(g * (1.0 - out * out), (-1,))
+            d[flat_index] = d[flat_index] * 3.0
+            return (xp.reshape(d, p.data.shape),)
+        return make(out, (p,), backward, "bad_tanh")
+    return fn
+
+
+@backends
+def test_failure_message_gives_nd_coordinates_and_relative_error(backend):
+    """The worst coordinates are reported as n-d positions (``input 0 [3, 8]``), not flat
+    indices, with their relative error; in both the coordinate and the full-Jacobian path."""
+    with B.use(backend):
+        big = leaf((10, 9), -1.0, 1.0)                          # 90 > 64: the coordinate path
+        with pytest.raises(GradcheckError) as info:
+            gradcheck(tanh_wrong_at(35), [big])                 # 35 = 3 * 9 + 8
+        worst = str(info.value).splitlines()[1]
+        assert worst.strip().startswith("input 0 [3, 8] of shape (10, 9): analytic")
+        assert "relative error" in worst and "flat index" not in str(info.value)
+
+        small = leaf((3, 4), -1.0, 1.0)                         # 12 elements: the full Jacobian
+        with pytest.raises(GradcheckError) as info:
+            gradcheck(tanh_wrong_at(6), [small])                # 6 = 1 * 4 + 2
+        lines = str(info.value).splitlines()
+        assert "1 coordinate(s)" in lines[0]
+        assert lines[1].strip().startswith("d output 0 [1, 2] / d input 0 [1, 2]: analytic")
+        assert "relative error" in lines[1]
+
+        second = leaf((2,), seed=3)                             # the input's number is kept
+        with pytest.raises(GradcheckError, match=r"d output 0 \[\d, \d\] / d input 1 \[1\]: "):
+            gradcheck(lambda p, q: p * 1.0 + drops_its_gradient(q), [small, second])
+
+
+def drops_its_gradient(q):
+    """A (3, 4) output that depends on ``q[1]``, with a backward that returns zeros."""
+    out = B.full((3, 4), 1.0, like=q.data) * q.data[1]
+    return make(out, (q,), lambda g: (B.zeros(q.shape, like=q.data),), "bad_broadcast")
 
 
 @backends

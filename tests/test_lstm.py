@@ -155,17 +155,19 @@ def test_lstm_argument_errors(backend):
         assert np.abs(out.numpy()[1]).min() > 0
 
 
-def test_dropout_between_layers_only_in_training():
-    lstm = nn.LSTM(2, 3, num_layers=2, dropout=0.5, generator=grad.Generator(0))
-    x = grad.tensor(rand((4, 2, 2), 0).astype(np.float32))
-    lstm.eval()
-    a, b = lstm(x)[0].numpy(), lstm(x)[0].numpy()
-    np.testing.assert_array_equal(a, b)
-    lstm.train()
-    c = lstm(x)[0].numpy()
-    assert not np.allclose(a, c)
-    one = nn.LSTM(2, 3, num_layers=1, dropout=0.5, generator=grad.Generator(0))
-    np.testing.assert_array_equal(one(x)[0].numpy(), one.eval()(x)[0].numpy())  # last layer: none
+@backends
+def test_dropout_between_layers_only_in_training(backend):
+    with B.use(backend):
+        lstm = nn.LSTM(2, 3, num_layers=2, dropout=0.5, generator=grad.Generator(0))
+        x = grad.tensor(rand((4, 2, 2), 0).astype(np.float32))
+        lstm.eval()
+        a, b = lstm(x)[0].numpy(), lstm(x)[0].numpy()
+        np.testing.assert_array_equal(a, b)
+        lstm.train()
+        c = lstm(x)[0].numpy()
+        assert not np.allclose(a, c)
+        one = nn.LSTM(2, 3, num_layers=1, dropout=0.5, generator=grad.Generator(0))
+        np.testing.assert_array_equal(one(x)[0].numpy(), one.eval()(x)[0].numpy())  # last layer: none
 
 
 # ------------------------------------------------------------------------ PyTorch oracle

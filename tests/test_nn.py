@@ -37,48 +37,56 @@ EXPECTED_NAMES = ["scale", "proj.weight", "proj.bias", "emb.weight", "layers.0.w
                   "layers.0.bias", "layers.1.weight"]
 
 
-def test_registration_order_and_names():
-    m = Block(grad.Generator(0))
-    assert [n for n, _ in m.named_parameters()] == EXPECTED_NAMES
-    assert list(m.state_dict().keys()) == EXPECTED_NAMES
-    assert len(list(m.parameters())) == 7
-    assert [n for n, _ in m.named_modules()] == ["", "proj", "emb", "layers", "layers.0", "layers.1", "drop"]
-    assert len(m.layers) == 2 and m.layers[1] is list(m.layers)[1]
-    assert all(isinstance(p, nn.Parameter) and p.requires_grad and p.is_leaf for p in m.parameters())
-    # re-assigning keeps the name's place; assigning a non-parameter unregisters it
-    m.proj = nn.Linear(3, 2)
-    m.proj.weight = nn.Parameter(grad.tensor(np.zeros((2, 3), np.float32)))
-    assert [n for n, _ in m.named_parameters()] == EXPECTED_NAMES
-    m.scale = None
-    assert "scale" not in dict(m.named_parameters())
-    assert "Block(" in repr(m) and "(proj): Linear(in_features=3" in repr(m)
+@backends
+def test_registration_order_and_names(backend):
+    with B.use(backend):
+        m = Block(grad.Generator(0))
+        assert [n for n, _ in m.named_parameters()] == EXPECTED_NAMES
+        assert list(m.state_dict().keys()) == EXPECTED_NAMES
+        assert len(list(m.parameters())) == 7
+        assert [n for n, _ in m.named_modules()] == ["", "proj", "emb", "layers", "layers.0", "layers.1", "drop"]
+        assert len(m.layers) == 2 and m.layers[1] is list(m.layers)[1]
+        assert all(isinstance(p, nn.Parameter) and p.requires_grad and p.is_leaf for p in m.parameters())
+        assert all(B.is_array(p.data) for p in m.parameters())           # on the active backend
+        # re-assigning keeps the name's place; assigning a non-parameter unregisters it
+        m.proj = nn.Linear(3, 2)
+        m.proj.weight = nn.Parameter(grad.tensor(np.zeros((2, 3), np.float32)))
+        assert [n for n, _ in m.named_parameters()] == EXPECTED_NAMES
+        m.scale = None
+        assert "scale" not in dict(m.named_parameters())
+        assert "Block(" in repr(m) and "(proj): Linear(in_features=3" in repr(m)
 
 
-def test_shared_parameters_are_listed_once():
-    class Tied(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Embedding(4, 3)
-            self.out = nn.Linear(3, 4, bias=False)
-            self.out.weight = self.emb.weight
-    t = Tied()
-    assert [n for n, _ in t.named_parameters()] == ["emb.weight"]
+@backends
+def test_shared_parameters_are_listed_once(backend):
+    with B.use(backend):
+        class Tied(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(4, 3)
+                self.out = nn.Linear(3, 4, bias=False)
+                self.out.weight = self.emb.weight
+        t = Tied()
+        assert [n for n, _ in t.named_parameters()] == ["emb.weight"]
+        assert list(t.state_dict()) == ["emb.weight"] and B.is_array(t.state_dict()["emb.weight"])
 
 
-def test_module_misuse_is_reported():
-    class NoInit(nn.Module):
-        def __init__(self):
-            self.w = 1
-    with pytest.raises(AttributeError, match="Module.__init__"):
-        NoInit()
-    with pytest.raises(NotImplementedError):
-        nn.Module()(1)
-    with pytest.raises(ValueError, match="positive"):
-        nn.Linear(0, 3)
-    with pytest.raises(ValueError, match="padding_idx"):
-        nn.Embedding(3, 2, padding_idx=3)
-    with pytest.raises(ValueError, match="positive"):
-        nn.LSTM(2, 0)
+@backends
+def test_module_misuse_is_reported(backend):
+    with B.use(backend):
+        class NoInit(nn.Module):
+            def __init__(self):
+                self.w = 1
+        with pytest.raises(AttributeError, match="Module.__init__"):
+            NoInit()
+        with pytest.raises(NotImplementedError):
+            nn.Module()(1)
+        with pytest.raises(ValueError, match="positive"):
+            nn.Linear(0, 3)
+        with pytest.raises(ValueError, match="padding_idx"):
+            nn.Embedding(3, 2, padding_idx=3)
+        with pytest.raises(ValueError, match="positive"):
+            nn.LSTM(2, 0)
 
 
 @backends
@@ -118,20 +126,22 @@ def test_load_state_dict_reports_every_problem_at_once(backend):
             m.load_state_dict(state, strict=False)
 
 
-def test_train_eval_and_dropout():
-    m = Block(grad.Generator(0))
-    assert m.training and m.drop.training and m.layers[0].training
-    assert m.eval() is m
-    assert not any(mod.training for mod in m.modules())
-    m.train()
-    assert all(mod.training for mod in m.modules())
-    d = nn.Dropout(0.5, generator=grad.Generator(0))
-    x = grad.tensor(np.ones((10, 10)))
-    assert d.eval()(x) is x
-    y = d.train()(x).numpy()
-    assert (y == 0).any() and (y == 2.0).any()
-    with pytest.raises(ValueError):
-        nn.Dropout(-0.1)
+@backends
+def test_train_eval_and_dropout(backend):
+    with B.use(backend):
+        m = Block(grad.Generator(0))
+        assert m.training and m.drop.training and m.layers[0].training
+        assert m.eval() is m
+        assert not any(mod.training for mod in m.modules())
+        m.train()
+        assert all(mod.training for mod in m.modules())
+        d = nn.Dropout(0.5, generator=grad.Generator(0))
+        x = grad.tensor(np.ones((10, 10)))
+        assert d.eval()(x) is x
+        y = d.train()(x).numpy()
+        assert (y == 0).any() and (y == 2.0).any()
+        with pytest.raises(ValueError):
+            nn.Dropout(-0.1)
 
 
 @backends
@@ -169,6 +179,29 @@ def test_moving_to_another_backend_keeps_the_values():
     m.to("numpy")
     assert all(isinstance(p.data, np.ndarray) for p in m.parameters())
     np.testing.assert_allclose(m(grad.tensor(ids)).numpy(), expected, rtol=1e-6)
+
+
+@backends
+def test_calling_a_module_moved_to_another_backend_says_which_to_use(backend):
+    """``Module.to(name)`` moves the parameters, not the active backend; a call made while
+    another backend is active fails with a message naming both (not deep inside the namespace)."""
+    other = "array_api_strict" if backend == "numpy" else "numpy"
+    ids = np.array([4, 1, 0])
+    with B.use(backend):
+        m = Block(grad.Generator(0)).eval()
+        expected = m(grad.tensor(ids)).numpy()
+        assert m.to(other) is m
+        assert B.name() == backend                                      # to() left it as it was
+        msg = (f"parameters are on backend '{other}' but the active backend is '{backend}'; "
+               f"use grad.backend.use\\('{other}'\\)")
+        with pytest.raises(RuntimeError, match=msg):
+            m(grad.tensor(ids))
+        with pytest.raises(RuntimeError, match="^Linear: parameters are on backend"):
+            m.proj(grad.tensor(np.ones((1, 3), np.float32)))
+        with B.use(other):
+            np.testing.assert_allclose(m(grad.tensor(ids)).numpy(), expected, rtol=1e-6)
+        m.to(backend)
+        np.testing.assert_allclose(m(grad.tensor(ids)).numpy(), expected, rtol=1e-6)
 
 
 # ------------------------------------------------------------------------ shapes and init
@@ -253,3 +286,25 @@ def test_clip_grad_norm(backend):
         assert nn.utils.clip_grad_norm_([a, b], max_norm=100.0).item() == pytest.approx(6.5, rel=1e-5)
         np.testing.assert_array_equal(host(b.grad), before)
         assert nn.utils.clip_grad_norm_([c], 1.0).item() == 0.0
+
+
+class _CupySignatures:
+    """NumPy with CuPy's ``clip(a, a_min, a_max, out=None)``: no ``min=``/``max=`` keywords (NumPy
+    2 and array_api_strict have them, CuPy does not). Stands in for CuPy where no GPU is."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def clip(a, a_min, a_max, out=None):
+        return np.clip(a, a_min, a_max, out=out)
+
+
+def test_clip_grad_norm_uses_only_calls_cupy_accepts(monkeypatch):
+    with B.use("numpy"):
+        monkeypatch.setattr(B, "xp", _CupySignatures())
+        a = nn.Parameter(grad.tensor(np.zeros(2)))
+        a.grad = np.array([3.0, 4.0])
+        norm = nn.utils.clip_grad_norm_([a], max_norm=1.0)
+        assert norm.item() == pytest.approx(5.0)
+        np.testing.assert_allclose(a.grad, [0.6, 0.8], rtol=1e-5)

@@ -223,15 +223,17 @@ def test_deep_chain_backward_has_no_recursion_limit(backend):
         del y                                                          # dropping the graph is fine too
 
 
-def test_deep_chain_is_deterministic():
+@backends
+def test_deep_chain_is_deterministic(backend):
     def run():
         x = grad.tensor(np.linspace(-1, 1, 3), requires_grad=True)
         h = x
         for i in range(2000):
             h = grad.tanh(h * 1.1 + x * 0.01) if i % 2 else h + h * 0.5 - x * 0.1
         h.sum().backward()
-        return x.grad
-    a, b = run(), run()
+        return host(x.grad)
+    with B.use(backend):
+        a, b = run(), run()
     assert np.array_equal(a, b)
 
 
@@ -365,3 +367,112 @@ def test_numpy_spellings_are_aliases(backend):
         assert grad.cat([x, x], axis=0).shape == (4, 3)
         with pytest.raises(TypeError, match="not both"):
             x.sum(dim=0, axis=0)
+
+
+def _host_all(out):
+    """The host arrays of an op's result: a tensor, or a tuple of them (split, topk)."""
+    items = out if isinstance(out, tuple) else (out,)
+    return [host(t.data) for t in items]
+
+
+def _dim_alias_cases():
+    """``(name, call)`` for every op and Tensor method that takes ``dim``: ``call(**kw)`` passes
+    ``kw`` (``dim=`` or ``axis=``) through; the dim used is never the op's default."""
+    x = grad.tensor(np.arange(24.0).reshape(2, 3, 4) % 7.0)                    # (2, 3, 4)
+    ones = grad.tensor(np.arange(8.0).reshape(2, 1, 4))                       # (2, 1, 4)
+    idx = grad.tensor(np.array([2, 0, 2]))                                    # (3,)
+    gidx = grad.tensor(np.array([[[3, 0], [1, 1], [0, 2]], [[2, 2], [3, 1], [0, 0]]]))  # (2, 3, 2)
+    return [
+        ("sum", 1, lambda **kw: grad.sum(x, **kw)),
+        ("mean", 1, lambda **kw: grad.mean(x, **kw)),
+        ("amax", 1, lambda **kw: grad.amax(x, **kw)),
+        ("max", 1, lambda **kw: grad.max(x, **kw)),
+        ("argmax", 1, lambda **kw: grad.argmax(x, **kw)),
+        ("topk", 1, lambda **kw: grad.topk(x, 2, **kw)),
+        ("cat", 1, lambda **kw: grad.cat([x, x], **kw)),
+        ("concat", 2, lambda **kw: grad.concat([x, x], **kw)),
+        ("stack", 2, lambda **kw: grad.stack([x, x], **kw)),
+        ("split", 2, lambda **kw: grad.split(x, 3, **kw)),
+        ("index_select", 1, lambda **kw: grad.index_select(x, index=idx, **kw)),
+        ("gather", 2, lambda **kw: grad.gather(x, index=gidx, **kw)),
+        ("squeeze", 1, lambda **kw: grad.squeeze(ones, **kw)),
+        ("unsqueeze", 1, lambda **kw: grad.unsqueeze(x, **kw)),
+        ("softmax", 1, lambda **kw: F.softmax(x, **kw)),
+        ("log_softmax", 0, lambda **kw: F.log_softmax(x, **kw)),
+        ("Tensor.sum", 2, lambda **kw: x.sum(**kw)),
+        ("Tensor.mean", 2, lambda **kw: x.mean(**kw)),
+        ("Tensor.amax", 0, lambda **kw: x.amax(**kw)),
+        ("Tensor.max", 0, lambda **kw: x.max(**kw)),
+        ("Tensor.argmax", 0, lambda **kw: x.argmax(**kw)),
+        ("Tensor.topk", 0, lambda **kw: x.topk(1, **kw)),
+        ("Tensor.split", 1, lambda **kw: x.split([1, 2], **kw)),
+        ("Tensor.index_select", 2, lambda **kw: x.index_select(index=idx, **kw)),
+        ("Tensor.gather", 2, lambda **kw: x.gather(index=gidx, **kw)),
+        ("Tensor.squeeze", -2, lambda **kw: ones.squeeze(**kw)),
+        ("Tensor.unsqueeze", -1, lambda **kw: x.unsqueeze(**kw)),
+    ]
+
+
+KEEPDIM_OPS = ["sum", "mean", "amax", "max", "argmax", "Tensor.sum", "Tensor.mean",
+               "Tensor.amax", "Tensor.max", "Tensor.argmax"]
+
+
+@backends
+def test_every_dim_alias_matches_dim_and_both_is_an_error(backend):
+    """``axis=`` is ``dim=`` under NumPy's name, ``keepdims=`` is ``keepdim=``; giving both
+    spellings is a TypeError, for every op and Tensor method that takes them."""
+    with B.use(backend):
+        cases = _dim_alias_cases()
+        for name, d, call in cases:
+            expected = _host_all(call(dim=d))
+            got = _host_all(call(axis=d))
+            assert len(got) == len(expected), name
+            for e, g in zip(expected, got):
+                assert g.shape == e.shape, name
+                np.testing.assert_array_equal(g, e, err_msg=name)
+            with pytest.raises(TypeError, match="not both"):
+                call(dim=d, axis=d)
+        by_name = {name: (d, call) for name, d, call in cases}
+        for name in KEEPDIM_OPS:
+            d, call = by_name[name]
+            kept = _host_all(call(dim=d, keepdim=True))[0]
+            assert kept.ndim == 3 and kept.shape[d] == 1, name
+            np.testing.assert_array_equal(_host_all(call(axis=d, keepdims=True))[0], kept, err_msg=name)
+            with pytest.raises(TypeError, match="not both"):
+                call(dim=d, keepdim=True, keepdims=True)
+        assert set(KEEPDIM_OPS) <= set(by_name)
+        x = grad.tensor(np.zeros((2, 3)))
+        with pytest.raises(TypeError, match="needs dim"):
+            grad.unsqueeze(x)
+        with pytest.raises(TypeError, match="needs dim"):
+            grad.index_select(x, index=grad.tensor(np.array([0])))
+
+
+def test_only_the_backend_module_imports_numpy_or_cupy():
+    """``grad/backend.py`` is the one module of ``grad/`` that may import NumPy or CuPy; the rest
+    reach arrays through the namespace (``B.xp``), so all three backends run them."""
+    import ast
+    import pathlib
+    root = pathlib.Path(grad.__file__).resolve().parent
+    banned = {"numpy", "cupy", "cupyx"}
+    offenders = []
+    files = sorted(root.rglob("*.py"))
+    assert len(files) > 5
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if rel == "backend.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif (isinstance(node, ast.Call) and node.args
+                  and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                  and getattr(node.func, "attr", getattr(node.func, "id", None))
+                  in ("import_module", "__import__")):
+                names = [node.args[0].value]
+            offenders += [f"grad/{rel}:{node.lineno} imports {n}" for n in names
+                          if n.split(".")[0] in banned]
+    assert not offenders, "\n".join(offenders)

@@ -25,6 +25,19 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def _backend_of(array) -> str:
+    """The backend an array belongs to, from its type's package (``"numpy"``, ``"cupy"``, ...)."""
+    return type(array).__module__.split(".")[0]
+
+
+def _wrong_backend(module_name: str, array) -> None:
+    owner, active = _backend_of(array), B.name()
+    raise RuntimeError(
+        f"{module_name}: parameters are on backend {owner!r} but the active backend is "
+        f"{active!r}; use grad.backend.use({owner!r}) (Module.to(backend) moves the parameters, "
+        f"not the active backend), or move the module with .to({active!r})")
+
+
 class Module:
     """Base class of layers and models. Subclasses set parameters and sub-modules as attributes
     in ``__init__`` and define ``forward``; call the module to run it."""
@@ -59,6 +72,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
+        for p in self._parameters.values():     # one cheap check, on the first own parameter
+            if not B.is_array(p.data) and _backend_of(p.data) != B.name():
+                _wrong_backend(type(self).__name__, p.data)
+            break
         return self.forward(*args, **kwargs)
 
     # ------------------------------------------------------------------ traversal
@@ -104,7 +121,18 @@ class Module:
     # ------------------------------------------------------------------ conversion
     def to(self, target) -> "Module":
         """Convert every parameter to a dtype (``"float64"``) or move it to a backend
-        (``"numpy"``, ``"cupy"``, ``"array_api_strict"``), in place; returns ``self``."""
+        (``"numpy"``, ``"cupy"``, ``"array_api_strict"``), in place; returns ``self``.
+
+        Moving to a backend copies the arrays there but does **not** switch the active backend
+        (that is global state, chosen by ``grad.backend.use``): the inputs and every array the
+        forward pass makes come from the active namespace. So select it too, before or after::
+
+            model.to("cupy")
+            grad.backend.use("cupy")        # or: with grad.backend.use("cupy"): model(x)
+
+        Calling a module whose parameters live on another backend than the active one raises
+        a ``RuntimeError`` that names both.
+        """
         for mod in self.modules():
             for name, p in mod._parameters.items():
                 if isinstance(target, str) and target in B.BACKENDS:

@@ -11,6 +11,9 @@ def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
     Returns the norm before clipping as a 0-d tensor. The scale ``min(1, max_norm / (norm + 1e-6))``
     is computed on the device, so no value is copied to the host (no synchronisation on a GPU)
     unless the caller asks for it with ``.item()``.
+
+    Only calls that NumPy 2, CuPy >= 14.1 and array_api_strict all accept: ``xp.minimum`` of two
+    arrays (not ``xp.clip(..., max=)``: CuPy's ``clip(a, a_min, a_max)`` has no ``max=``).
     """
     xp = B.xp
     params = [p for p in parameters if p.grad is not None]
@@ -21,7 +24,8 @@ def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
         sq = xp.sum(p.grad * p.grad)
         total = sq if total is None else total + sq
     norm = xp.sqrt(total)
-    scale = xp.clip(max_norm / (norm + 1e-6), max=1.0)
+    ratio = max_norm / (norm + 1e-6)                                  # 0-d, on the device
+    scale = xp.minimum(B.full((), 1.0, like=ratio), ratio)            # min(1, ratio), no sync
     for p in params:
         p.grad = p.grad * xp.astype(scale, p.grad.dtype)   # out of place: grads may be views
     return Tensor(norm)

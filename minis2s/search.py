@@ -92,21 +92,28 @@ def greedy(model, src, src_lengths, max_len: int = 50, bos: int = BOS, eos: int 
 def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
                 length_penalty: float = 0.0, max_len: int = 50, bos: int = BOS, eos: int = EOS,
                 pad: int = PAD) -> Hypotheses:
-    """Beam search over all sentences and beams at once: the model runs on ``B * K`` rows.
+    """Beam search over all sentences and beams at once: the model runs on ``B * K`` rows, and
+    the bookkeeping is array operations over ``(sentences, beams)``, with no loop over sentences.
 
     At each step every alive hypothesis is extended by every token; the best ``2K`` candidates
     per sentence are taken from the ``K * V`` extensions. Candidates ending in EOS are *copied
-    out* to that sentence's finished list (never overwritten later); the best ``K`` others stay
-    alive. A sentence stops when it has ``n_best`` finished hypotheses and no alive one can still
-    beat them (exact, also with a length penalty). Scores are ``log P / ((5 + L) / 6) ** alpha``.
+    out* to that sentence's finished list (never overwritten later; the list keeps the
+    ``n_best`` best seen so far, earlier ones first among equal scores); the best ``K`` others
+    stay alive. A sentence stops when it has ``n_best`` finished hypotheses and no alive one can
+    still beat them (exact, also with a length penalty ``alpha >= 0``). Scores are
+    ``log P / ((5 + L) / 6) ** alpha``. Sentences that reach ``max_len`` with fewer than
+    ``n_best`` finished hypotheses count their alive ones (without EOS) as finished.
 
     Returns tokens ``(B, n_best, L)``, scores ``(B, n_best)``, attention ``(B, n_best, L, S)``,
-    best first.
+    best first (missing hypotheses, if the search found fewer than ``n_best``: PAD, -inf, 0).
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+    if not length_penalty >= 0.0:
+        raise ValueError(f"length_penalty (GNMT's alpha) must be >= 0, got {length_penalty}: "
+                         "the early-stopping bound assumes the penalty grows with the length")
     xp = B.xp
     k = beam_size
     with _Eval(model):
@@ -124,7 +131,7 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
         scores[:, 0] = 0.0                                                # one live beam to start
         history = np.zeros((n, k, 0), dtype=np.int64)                     # tokens so far
         att_history = np.zeros((n, k, 0, n_src))
-        finished = [[] for _ in range(n)]                                 # (score, tokens, attention)
+        finished = _Finished(n, n_best, max_len, n_src, pad)
         done = np.zeros(n, dtype=bool)
         max_penalty = _penalty(max_len, length_penalty)
         for t in range(max_len):
@@ -140,13 +147,10 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
             att = B.to_numpy(a.data).reshape(n, k, n_src) if a is not None else np.zeros((n, k, n_src))
 
             # 1. Candidates ending in EOS are copied out as finished hypotheses.
-            is_eos = (token == eos) & np.isfinite(cand_scores) & ~done[:, None]
-            for s, c in zip(*np.nonzero(is_eos)):
-                b = origin[s, c]
-                seq = np.append(history[s, b], eos)
-                seq_att = np.concatenate([att_history[s, b], att[s, b][None]], axis=0)
-                norm = cand_scores[s, c] / _penalty(t + 1, length_penalty)
-                finished[s].append((norm, seq, seq_att))
+            is_eos = (token == eos) & np.isfinite(cand_scores) & ~done[:, None]   # (B, 2K)
+            if is_eos.any():
+                norm = np.where(is_eos, cand_scores / _penalty(t + 1, length_penalty), -np.inf)
+                finished.add(norm, origin, history, att_history, last=(eos, att))
             # 2. The best K other candidates stay alive (a stable sort keeps score order).
             order = np.argsort(np.where(token == eos, 1, 0), axis=1, kind="stable")[:, :k]
             keep_origin = np.take_along_axis(origin, order, axis=1)        # (B, K)
@@ -159,11 +163,8 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
                 [np.take_along_axis(att_history, keep_origin[:, :, None, None], axis=1),
                  np.take_along_axis(att, keep_origin[:, :, None], axis=1)[:, :, None, :]], axis=2)
             # 3. A sentence is done once no alive hypothesis can beat its n_best-th finished one.
-            bound = scores.max(axis=1) / max_penalty                      # best possible future score
-            for s in np.nonzero(~done)[0]:
-                if len(finished[s]) >= n_best:
-                    kth = sorted(f[0] for f in finished[s])[-n_best]
-                    done[s] = kth >= bound[s]
+            bound = scores.max(axis=1) / max_penalty                      # (B,) best future score
+            done |= (finished.count >= n_best) & (finished.scores[:, n_best - 1] >= bound)
             if done.all():
                 break
             # 4. Reorder the decoder's state to follow the surviving beams.
@@ -173,30 +174,67 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
             y = Tensor(B.from_numpy(keep_token.reshape(-1).astype(np.int64)))
 
     # Sentences that ran out of steps: their alive hypotheses count as finished.
-    for s in range(n):
-        if len(finished[s]) < n_best:
-            for b in range(k):
-                if np.isfinite(scores[s, b]):
-                    norm = scores[s, b] / _penalty(history.shape[2], length_penalty)
-                    finished[s].append((norm, history[s, b], att_history[s, b]))
-    return _pack(finished, n_best, n_src, pad)
+    short = (finished.count < n_best)[:, None] & np.isfinite(scores)       # (B, K)
+    if short.any():
+        norm = np.where(short, scores / _penalty(history.shape[2], length_penalty), -np.inf)
+        finished.add(norm, np.broadcast_to(np.arange(k), (n, k)), history, att_history)
+    return finished.pack()
 
 
 def _penalty(length, alpha):
     return float(length_penalty(length, alpha)) if alpha else 1.0
 
 
-def _pack(finished, n_best, n_src, pad):
-    """Finished lists -> padded arrays, best first."""
-    n = len(finished)
-    best = [sorted(f, key=lambda h: -h[0])[:n_best] for f in finished]
-    length = max(len(h[1]) for hyps in best for h in hyps)
-    tokens = np.full((n, n_best, length), pad, dtype=np.int64)
-    scores = np.full((n, n_best), -np.inf)
-    attention = np.zeros((n, n_best, length, n_src))
-    for s, hyps in enumerate(best):
-        for j, (score, seq, att) in enumerate(hyps):
-            tokens[s, j, :len(seq)] = seq
-            scores[s, j] = score
-            attention[s, j, :len(seq)] = att
-    return Hypotheses(tokens, scores, attention)
+class _Finished:
+    """The finished hypotheses of every sentence, as host arrays over ``(sentences, n_best)``:
+    the ``n_best`` best copied out so far, best first (among equal scores, the earlier copy
+    first), so memory does not grow with the number of steps. Empty slots score -inf."""
+
+    def __init__(self, n, n_best, max_len, n_src, pad):
+        self.pad = pad
+        self.scores = np.full((n, n_best), -np.inf)                      # (B, N) best first
+        self.tokens = np.full((n, n_best, max_len), pad, dtype=np.int64)  # (B, N, max_len)
+        self.attention = np.zeros((n, n_best, max_len, n_src))            # (B, N, max_len, S)
+        self.lengths = np.zeros((n, n_best), dtype=np.int64)             # (B, N)
+        self.count = np.zeros(n, dtype=np.int64)                         # (B,) copied out so far
+
+    def add(self, new_scores, beams, history, att_history, last=None):
+        """Copy out new hypotheses: entry ``(s, j)`` with a finite ``new_scores[s, j]`` is beam
+        ``beams[s, j]``'s history ``history[s, b]`` ``(L,)`` (and ``att_history[s, b]``
+        ``(L, S)``), followed by ``last = (token, attention (B, K, S))`` when given. The new
+        entries are merged into the kept ones by one stable sort per row; kept entries are
+        never modified, only dropped once ``n_best`` better ones exist."""
+        n, n_best = self.scores.shape
+        valid = np.isfinite(new_scores)                                   # (B, M)
+        self.count += valid.sum(axis=1)
+        pool = np.concatenate([self.scores, new_scores], axis=1)         # (B, N + M)
+        pick = np.argsort(-pool, axis=1, kind="stable")[:, :n_best]      # (B, N) best first
+        old = pick < n_best                                               # (B, N) an earlier entry
+        keep = np.where(old, pick, 0)
+        beam = np.take_along_axis(beams, np.where(old, 0, pick - n_best), axis=1)  # (B, N)
+        length = history.shape[2]
+        tokens = np.full_like(self.tokens, self.pad)                      # (B, N, max_len)
+        tokens[:, :, :length] = np.take_along_axis(history, beam[:, :, None], axis=1)
+        attention = np.zeros_like(self.attention)                         # (B, N, max_len, S)
+        attention[:, :, :length] = np.take_along_axis(att_history, beam[:, :, None, None], axis=1)
+        if last is not None:
+            token, att = last
+            tokens[:, :, length] = token
+            attention[:, :, length] = np.take_along_axis(att, beam[:, :, None], axis=1)
+            length += 1
+        kept_tokens = np.take_along_axis(self.tokens, keep[:, :, None], axis=1)
+        kept_attention = np.take_along_axis(self.attention, keep[:, :, None, None], axis=1)
+        self.tokens = np.where(old[:, :, None], kept_tokens, tokens)
+        self.attention = np.where(old[:, :, None, None], kept_attention, attention)
+        self.lengths = np.where(old, np.take_along_axis(self.lengths, keep, axis=1), length)
+        self.scores = np.take_along_axis(pool, pick, axis=1)
+        empty = ~np.isfinite(self.scores)                                 # (B, N) no hypothesis
+        self.tokens[empty] = self.pad
+        self.attention[empty] = 0.0
+        self.lengths[empty] = 0
+
+    def pack(self) -> Hypotheses:
+        """Trimmed to the longest kept hypothesis: PAD (and zero attention) after each one."""
+        length = int(self.lengths.max())
+        return Hypotheses(self.tokens[:, :, :length].copy(), self.scores.copy(),
+                          self.attention[:, :, :length].copy())

@@ -1,6 +1,6 @@
 """The seq2seq model: attention, teacher forcing, input feeding, greedy and beam search."""
+import functools
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from grad.tensor import Tensor, no_grad
 from minis2s.models import LuongAttention, Seq2Seq
 from minis2s.search import length_penalty
 
-from helpers import BACKENDS
+from helpers import BACKENDS, backends
 
 SRC = np.array([[4, 5, 6, 7, 2], [8, 9, 2, 0, 0], [5, 2, 0, 0, 0]])
 SRC_LEN = np.array([5, 3, 2])
@@ -29,23 +29,16 @@ def tiny(attention="general", input_feeding=True, layers=2, seed=0, dtype="float
 
 
 # ----------------------------------------------------------------------------- gradients
+@backends
 @pytest.mark.parametrize("attention,feeding", [("general", True), ("general", False), ("dot", True), (None, True)])
-def test_seq2seq_loss_gradcheck(attention, feeding):
-    """Every parameter of the whole model: 48 sampled coordinates per tensor plus one random
-    direction through all of them at once."""
-    model = tiny(attention, feeding)
-    assert grad.gradcheck(lambda: model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT), [],
-                          params=list(model.parameters()), max_coordinates=48)
-
-
-@pytest.mark.parametrize("backend", BACKENDS[1:])
-def test_seq2seq_loss_gradcheck_other_backends(backend):
-    """The same check on the other backends, with fewer sampled coordinates (array_api_strict is
-    slow); the random direction still covers every parameter."""
+def test_seq2seq_loss_gradcheck(backend, attention, feeding):
+    """Every parameter of the whole model: sampled coordinates per tensor (48 on NumPy, 2 on the
+    slower backends) plus one random direction through all of them at once."""
     with B.use(backend):
-        model = tiny("general", True)
+        model = tiny(attention, feeding)
         assert grad.gradcheck(lambda: model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT), [],
-                              params=list(model.parameters()), max_coordinates=4)
+                              params=list(model.parameters()),
+                              max_coordinates=48 if backend == "numpy" else 2)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -118,22 +111,71 @@ def test_masked_positions_get_exactly_zero_weight_and_gradient(backend):
         assert np.all(np.abs(g[~pad]).sum(axis=-1) > 0)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sharp_query_returns_value_of_best_matching_key(backend):
-    """Attention as a soft dictionary lookup: with a sharp query the weights become one-hot on
-    the most similar key and the context is that key's value."""
+def _lookup_case(n_queries=8, n_keys=4, d_key=4, d_value=3):
+    """Memory rows ``[key | value]`` with distinct keys (orthonormal) and values (random), noisy
+    queries in key space (near one key, half as near another), a PAD mask that hides the best
+    key of every other query, and the expected answer: the row of the most similar unmasked key
+    (computed here, not assumed)."""
+    rng = np.random.default_rng(0)
+    keys = np.linalg.qr(rng.normal(size=(d_key, d_key)))[0][:n_keys]         # (S, Dk)
+    values = rng.uniform(-1.0, 1.0, size=(n_keys, d_value))                  # (S, Dv)
+    rows = np.concatenate([keys, values], axis=1)                            # (S, H)
+    first = np.arange(n_queries) % n_keys
+    second = (first + 1 + np.arange(n_queries) // n_keys) % n_keys              # never first
+    queries = (keys[first] + 0.5 * keys[second]
+               + 0.05 * rng.normal(size=(n_queries, d_key)))                 # (N, Dk) near a key
+    sims = queries @ keys.T                                                  # (N, S)
+    pad = np.zeros((n_queries, n_keys), dtype=bool)
+    odd = np.arange(1, n_queries, 2)
+    pad[odd, sims[odd].argmax(axis=1)] = True                                # hide the best key
+    sims = np.where(pad, -np.inf, sims)
+    best = sims.argmax(axis=1)                                               # (N,)
+    gap = np.sort(sims, axis=1)[:, -1] - np.sort(sims, axis=1)[:, -2]
+    assert gap.min() > 0.05 and len(set(best.tolist())) > 1                  # clear, varied winners
+    memory = np.broadcast_to(rows, (n_queries,) + rows.shape).copy()         # (N, S, H)
+    return queries, memory, pad, rows[best], d_key
+
+
+@backends
+@pytest.mark.parametrize("kind", ["general", "dot"])
+def test_sharp_query_returns_value_of_best_matching_key(backend, kind):
+    """Attention as a soft dictionary lookup, with keys distinct from values: each memory row is
+    ``[key | value]``; the query reads only the key half (a known ``W_a = beta [I 0; 0 0]`` for
+    "general", a query ``beta [q; 0]`` for "dot"), so with a sharp ``beta`` the weights are
+    one-hot on the most similar unmasked key and the context is that key's whole row, its value
+    included. ``W_c = [0 | I/2]`` makes ``h~ = tanh(context / 2)``, so the context is read back
+    from ``LuongAttention``'s own output, on the fused and on the composed path."""
+    beta = 500.0                                                             # very sharp
+    queries, memory, pad, expected, d_key = _lookup_case()
+    n, n_keys, hidden = memory.shape
     with B.use(backend):
-        keys = np.eye(4, dtype=np.float64)[None] * 1.0                        # (1, 4, 4) one-hot keys
-        memory = Tensor(B.from_numpy(keys))
-        att = LuongAttention(4, "dot").double()
-        for target in range(4):
-            query = np.zeros((1, 4))
-            query[0, target] = 50.0                                         # very sharp
-            _, weights = att(Tensor(B.from_numpy(query)), memory)
-            w = weights.numpy()[0]
-            assert w.argmax() == target and w[target] > 1 - 1e-12
-            context = w @ keys[0]
-            np.testing.assert_allclose(context, keys[0, target], atol=1e-12)
+        att = LuongAttention(hidden, kind, generator=grad.Generator(0)).double()
+        h = np.zeros((n, hidden))
+        if kind == "general":
+            w_a = np.zeros((hidden, hidden))
+            w_a[:d_key, :d_key] = beta * np.eye(d_key)
+            att.query.weight.data = B.from_numpy(w_a)
+            h[:, :d_key] = queries
+            h[:, d_key:] = 7.0                                               # W_a ignores this half
+        else:
+            h[:, :d_key] = beta * queries
+        w_c = np.zeros((hidden, 2 * hidden))
+        w_c[:, hidden:] = 0.5 * np.eye(hidden)
+        att.combine.weight.data = B.from_numpy(w_c)
+        mem, mask = Tensor(B.from_numpy(memory)), B.from_numpy(pad)
+        for fused in (True, False):
+            h_tilde, weights = att(Tensor(B.from_numpy(h)), mem, mask, fused=fused)
+            w = weights.numpy()                                              # (N, S)
+            np.testing.assert_allclose(w, np.eye(n_keys)[np.argmax(w, axis=1)], atol=1e-12)
+            context = 2.0 * np.arctanh(h_tilde.numpy())                      # (N, H)
+            np.testing.assert_allclose(context, expected, atol=1e-10)
+            np.testing.assert_allclose(context[:, d_key:], expected[:, d_key:], atol=1e-10)
+        # The fused op itself returns the context directly.
+        q = np.zeros((n, hidden))
+        q[:, :d_key] = beta * queries
+        context, weights = F.attention_lookup(Tensor(B.from_numpy(q)), mem, mask)
+        np.testing.assert_allclose(context.numpy(), expected, atol=1e-12)
+        assert np.all(weights.numpy()[pad] == 0.0)
 
 
 # ----------------------------------------------------------------------------- teacher forcing
@@ -158,93 +200,247 @@ def test_training_path_equals_step_by_step_inference_path_fed_the_reference(back
         np.testing.assert_allclose(log_probs, np.stack(steps, axis=1), rtol=1e-10, atol=1e-12)
 
 
-def test_tf_ratio_one_is_exactly_plain_teacher_forcing_and_below_one_differs():
-    model = tiny()
-    base = model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT).item()
-    same = model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT, tf_ratio=1.0, generator=grad.Generator(5)).item()
-    assert base == same
-    mixed = model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT, tf_ratio=0.0, generator=grad.Generator(5)).item()
-    assert mixed != base
-    # tf_ratio=0 feeds the model's own argmax at every step t >= 1, still differentiable in the weights
-    assert grad.gradcheck(lambda: model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT, tf_ratio=0.0,
-                                             generator=grad.Generator(5)), [],
-                          params=list(model.parameters()), max_coordinates=32)
+@backends
+def test_tf_ratio_one_is_exactly_plain_teacher_forcing_and_below_one_differs(backend):
+    with B.use(backend):
+        model = tiny()
+        base = model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT).item()
+        same = model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT, tf_ratio=1.0, generator=grad.Generator(5)).item()
+        assert base == same
+        mixed = model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT, tf_ratio=0.0, generator=grad.Generator(5)).item()
+        assert mixed != base
+        # tf_ratio=0 feeds the model's own argmax at every step t >= 1, still differentiable in
+        # the weights
+        assert grad.gradcheck(lambda: model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT, tf_ratio=0.0,
+                                                 generator=grad.Generator(5)), [],
+                              params=list(model.parameters()),
+                              max_coordinates=32 if backend == "numpy" else 2)
 
 
-def test_source_padding_does_not_change_the_output():
-    model = tiny()
-    alone = model(SRC[1:2, :3], SRC_LEN[1:2], TGT_IN[1:2, :2]).numpy()
-    padded = model(SRC, SRC_LEN, TGT_IN).numpy()[1:2, :2]
-    np.testing.assert_allclose(alone, padded, rtol=1e-10, atol=1e-12)
+@backends
+def test_tf_ratio_zero_feeds_the_models_own_argmax_as_greedy_does(backend):
+    """With ``tf_ratio=0`` (eval mode, no dropout) every step after the first feeds the model's
+    own previous argmax over the tokens other than PAD and BOS, whatever the reference says: the
+    per-step argmax of the returned log-probabilities is greedy decoding's output, up to and
+    including its EOS. Also when PAD and BOS are made the most probable tokens (they must not be
+    fed). Under full teacher forcing the same reference gives other tokens, so the agreement is
+    not a coincidence."""
+    with B.use(backend):
+        for model in (trained().eval(), _boost_pad_bos(trained()).eval()):
+            out = model.greedy(SRC, SRC_LEN, max_len=8)
+            ends = [row.tolist().index(2) + 1 for row in out.tokens]         # EOS position + 1
+            assert max(ends) > 3
+            reference = np.array([[1] + [3] * (out.tokens.shape[1] - 1)] * 3)  # BOS, UNK, UNK, ...
+            own = _argmax_without_pad_bos(model(SRC, SRC_LEN, reference, tf_ratio=0.0,
+                                                generator=grad.Generator(0)).numpy())
+            for s, end in enumerate(ends):
+                np.testing.assert_array_equal(own[s, :end], out.tokens[s, :end])
+            forced = _argmax_without_pad_bos(model(SRC, SRC_LEN, reference).numpy())
+            assert any(not np.array_equal(forced[s, :end], out.tokens[s, :end])
+                       for s, end in enumerate(ends))
+
+
+def _argmax_without_pad_bos(log_probs):
+    """``(B, T, V)`` -> ``(B, T)``: the most probable token other than PAD (0) and BOS (1)."""
+    return np.argmax(np.where(np.arange(log_probs.shape[-1]) < 2, -np.inf, log_probs), axis=-1)
+
+
+@backends
+def test_source_padding_does_not_change_the_output(backend):
+    with B.use(backend):
+        model = tiny()
+        alone = model(SRC[1:2, :3], SRC_LEN[1:2], TGT_IN[1:2, :2]).numpy()
+        padded = model(SRC, SRC_LEN, TGT_IN).numpy()[1:2, :2]
+        np.testing.assert_allclose(alone, padded, rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- search
-@pytest.mark.parametrize("backend", BACKENDS)
+# An untrained model gives every token about the same probability at every step, so its best
+# output is just EOS: searches on it are one step long and tell little. The search tests use a
+# tiny model (target tokens EOS, UNK, 4, 5) trained for a few Adam steps on SRC with these
+# targets, so that its outputs are several steps long and differ per sentence:
+#   sentence 0, a greedy trap: 4 is the likeliest first token, but it is followed by three
+#     different continuations; "5 5 5 EOS" is the likeliest whole sequence;
+#   sentence 1, a short and a long answer: "4 EOS" (three times), "5 5 5 5 5 EOS" (twice);
+#   sentence 2, one long answer (6 tokens with EOS).
+TRAIN_PAIRS = ([(0, [4, 3, 5, 2]), (0, [4, 5, 3, 2]), (0, [4, 3, 3, 2]), (0, [5, 5, 5, 2]),
+                (0, [5, 5, 5, 2])]
+               + [(1, [4, 2])] * 3 + [(1, [5, 5, 5, 5, 5, 2])] * 2
+               + [(2, [3, 4, 5, 4, 3, 2])] * 2)
+
+
+def _teacher_batch(rows, seqs):
+    """Source rows and target sequences (ending in EOS) -> src, lengths, tgt_in, tgt_out."""
+    tgt_in = np.zeros((len(seqs), max(len(q) for q in seqs)), dtype=np.int64)
+    tgt_out = np.zeros_like(tgt_in)
+    for i, q in enumerate(seqs):
+        tgt_in[i, :len(q)] = [1] + q[:-1]
+        tgt_out[i, :len(q)] = q
+    return SRC[rows], SRC_LEN[rows], tgt_in, tgt_out
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_weights():
+    """Trained once per process, on NumPy; every backend loads the same host weights."""
+    with B.use("numpy"):
+        model = tiny(vocab=(12, 6))
+        opt = grad.optim.Adam(list(model.parameters()), lr=0.05)
+        batch = _teacher_batch([r for r, _ in TRAIN_PAIRS], [q for _, q in TRAIN_PAIRS])
+        for _ in range(60):
+            opt.zero_grad()
+            model.loss(*batch).backward()
+            opt.step()
+        return {k: B.to_numpy(v).copy() for k, v in model.state_dict().items()}
+
+
+def trained():
+    model = tiny(vocab=(12, 6))
+    model.load_state_dict(_trained_weights())
+    return model
+
+
+def _boost_pad_bos(model):
+    """The model with PAD and BOS made the most probable tokens at every step (output bias +20)."""
+    bias = B.to_numpy(model.decoder.output_layer.bias.data).copy()
+    bias[[0, 1]] += 20.0
+    model.decoder.output_layer.bias.data = B.from_numpy(bias)
+    return model
+
+
+def _log_probs(model, rows, seqs):
+    """``log P(seq | SRC[row])`` for many (row, sequence) pairs in one teacher-forced batch."""
+    src, src_len, tgt_in, tgt_out = _teacher_batch(rows, seqs)
+    lp = model(src, src_len, tgt_in).numpy()                                 # (N, T, V)
+    picked = np.take_along_axis(lp, tgt_out[:, :, None], axis=2)[:, :, 0]    # (N, T)
+    return np.where(tgt_out != 0, picked, 0.0).sum(axis=1)                   # (N,)
+
+
+def _exhaustive(model, max_len):
+    """Every finished hypothesis up to ``max_len`` tokens (up to ``max_len - 1`` of UNK, 4, 5,
+    then EOS) and its log P for each sentence of SRC: ``(seqs, log_p (3, n_seqs), lengths)``."""
+    seqs = [list(body) + [2] for n in range(max_len)
+            for body in itertools.product([3, 4, 5], repeat=n)]
+    rows = np.repeat(np.arange(len(SRC)), len(seqs))
+    log_p = _log_probs(model, rows, seqs * len(SRC)).reshape(len(SRC), len(seqs))
+    return seqs, log_p, np.array([len(q) for q in seqs])
+
+
+def _hypothesis(tokens):
+    """One row of a search's tokens, PAD stripped."""
+    return [t for t in tokens.tolist() if t != 0]
+
+
+@backends
 def test_beam_size_one_equals_greedy(backend):
+    """Tokens, scores and attention, over several steps; at ``max_len=4`` sentence 2 runs out of
+    steps before its EOS (beam search's flush of unfinished hypotheses)."""
     with B.use(backend):
-        model = tiny(seed=3)
-        g = model.greedy(SRC, SRC_LEN, max_len=7)
-        b = model.beam_search(SRC, SRC_LEN, beam_size=1, max_len=7)
-        length = g.tokens.shape[1]
-        np.testing.assert_array_equal(b.tokens[:, 0, :length], g.tokens)
-        assert np.all(b.tokens[:, 0, length:] == 0)
-        np.testing.assert_allclose(b.scores[:, 0], g.scores, rtol=1e-9)
+        model = trained()
+        for max_len in (8, 4):
+            g = model.greedy(SRC, SRC_LEN, max_len=max_len)
+            b = model.beam_search(SRC, SRC_LEN, beam_size=1, max_len=max_len)
+            lengths = (g.tokens != 0).sum(axis=1)
+            assert lengths.max() > 3 and len(set(lengths.tolist())) > 1
+            if max_len == 4:
+                assert not np.all((g.tokens == 2).any(axis=1))               # one ran out of steps
+            np.testing.assert_array_equal(b.tokens[:, 0], g.tokens)
+            np.testing.assert_allclose(b.scores[:, 0], g.scores, rtol=1e-9)
+            np.testing.assert_allclose(b.attention[:, 0], g.attention, rtol=1e-9, atol=1e-12)
 
 
-def _sequence_logprob(model, src, src_len, seq):
-    """log P(seq | src) by teacher forcing, PAD and BOS excluded as in the search."""
-    tgt_in = np.array([[1] + seq[:-1]])
-    lp = model(src, src_len, tgt_in).numpy()[0]                              # (T, V)
-    return float(sum(lp[t, tok] for t, tok in enumerate(seq)))
+@backends
+def test_beam_search_with_a_large_beam_finds_the_exhaustive_optimum(backend):
+    """With more beams than prefixes nothing is ever pruned, so beam search is exact: its best
+    three hypotheses (``length_penalty=0``) are the three highest-scoring sequences found by
+    enumerating all of them. The optima are several tokens long, and greedy misses sentence 0's."""
+    with B.use(backend):
+        model = trained()
+        max_len = 6
+        seqs, log_p, _ = _exhaustive(model, max_len)                        # 364 sequences
+        out = model.beam_search(SRC, SRC_LEN, beam_size=3 ** (max_len - 1), n_best=3,
+                                max_len=max_len)
+        greedy = model.greedy(SRC, SRC_LEN, max_len=max_len)
+        for s in range(len(SRC)):
+            order = np.argsort(-log_p[s], kind="stable")
+            assert log_p[s, order[2]] - log_p[s, order[3]] > 1e-6            # no tie for 3rd place
+            for j in range(3):
+                assert _hypothesis(out.tokens[s, j]) == seqs[order[j]]
+                assert out.scores[s, j] == pytest.approx(log_p[s, order[j]], rel=1e-9)
+        best = [seqs[np.argmax(log_p[s])] for s in range(len(SRC))]
+        assert len(best[0]) >= 3 and len(best[1]) >= 2 and len(best[2]) >= 3
+        assert _hypothesis(greedy.tokens[0]) != best[0]
 
 
-def test_beam_search_with_a_large_beam_finds_the_exhaustive_optimum():
-    model = tiny(vocab=(12, 6), seed=7)                                       # outputs: EOS, UNK, 4, 5
-    src, src_len = SRC[:1], SRC_LEN[:1]
-    max_len = 4
-    tokens = [2, 3, 4, 5]
-    # Every finished hypothesis: up to max_len - 1 tokens from {UNK, 4, 5}, then EOS.
-    best_score, best_seq = -math.inf, None
-    for n in range(1, max_len + 1):
-        for body in itertools.product([3, 4, 5], repeat=n - 1):
-            seq = list(body) + [2]
-            s = _sequence_logprob(model, src, src_len, seq)
-            if s > best_score:
-                best_score, best_seq = s, seq
-    out = model.beam_search(src, src_len, beam_size=len(tokens) ** max_len, max_len=max_len)
-    found = [t for t in out.tokens[0, 0].tolist() if t != 0]
-    assert found == best_seq
-    assert out.scores[0, 0] == pytest.approx(best_score, rel=1e-9)
-
-
-def test_length_penalty_direction_favours_longer_outputs_as_alpha_grows():
+@backends
+def test_length_penalty_direction_favours_longer_outputs_as_alpha_grows(backend):
     short, long_ = -2.0, -2.6                                                # log-probs, lengths 2 and 8
     assert short / length_penalty(2, 0.0) > long_ / length_penalty(8, 0.0)
     assert short / length_penalty(2, 2.0) < long_ / length_penalty(8, 2.0)
-    model = tiny(seed=11)
-    lengths = []
-    for alpha in (0.0, 5.0):
-        out = model.beam_search(SRC, SRC_LEN, beam_size=4, length_penalty=alpha, max_len=12)
-        lengths.append(int((out.tokens[:, 0] != 0).sum()))
-    assert lengths[1] >= lengths[0]
+    with B.use(backend):
+        model = trained()
+        max_len = 6
+        seqs, log_p, lengths = _exhaustive(model, max_len)
+        chosen = []
+        for alpha in (0.0, 1.0, 3.0):
+            out = model.beam_search(SRC, SRC_LEN, beam_size=4, length_penalty=alpha,
+                                    max_len=max_len)
+            score = log_p / length_penalty(lengths, alpha)                   # (3, n_seqs) GNMT
+            for s in range(len(SRC)):
+                assert _hypothesis(out.tokens[s, 0]) == seqs[np.argmax(score[s])]
+                assert out.scores[s, 0] == pytest.approx(score[s].max(), rel=1e-9)
+            chosen.append((out.tokens[:, 0] != 0).sum(axis=1))
+        chosen = np.array(chosen)                                            # (alphas, B)
+        assert np.all(np.diff(chosen, axis=0) >= 0)                          # never shorter
+        # Sentence 1: "4 EOS" without a penalty, "5 5 5 5 5 EOS" with alpha = 3.
+        assert chosen[0, 1] == 2 and chosen[-1, 1] == 6
 
 
-def test_beam_search_n_best_sorted_and_checked():
-    model = tiny(seed=4)
-    out = model.beam_search(SRC, SRC_LEN, beam_size=4, n_best=3, max_len=6)
-    assert out.tokens.shape[:2] == (3, 3) and out.scores.shape == (3, 3)
-    assert np.all(np.diff(out.scores, axis=1) <= 0)
-    with pytest.raises(ValueError, match="n_best"):
-        model.beam_search(SRC, SRC_LEN, beam_size=2, n_best=3)
+def test_negative_length_penalty_is_rejected():
+    model = tiny()
+    with pytest.raises(ValueError, match="length_penalty.*>= 0"):
+        model.beam_search(SRC, SRC_LEN, beam_size=2, length_penalty=-0.5)
 
 
-def test_greedy_pads_after_eos_and_never_emits_pad_or_bos():
-    model = tiny(seed=5)
-    out = model.greedy(SRC, SRC_LEN, max_len=10)
-    for row in out.tokens:
-        row = row.tolist()
-        assert 1 not in row
-        if 2 in row:
+@backends
+def test_beam_search_n_best_sorted_and_checked(backend):
+    """The n-best list: best first, distinct hypotheses ending in EOS, each scored by its own
+    teacher-forced log P divided by the GNMT penalty of its length."""
+    with B.use(backend):
+        model = trained()
+        alpha = 0.6
+        out = model.beam_search(SRC, SRC_LEN, beam_size=4, n_best=3, length_penalty=alpha,
+                                max_len=8)
+        assert out.tokens.shape[:2] == (3, 3) and out.scores.shape == (3, 3)
+        assert out.attention.shape == out.tokens.shape + (SRC.shape[1],)
+        assert np.all(np.diff(out.scores, axis=1) <= 0)
+        hyps = [_hypothesis(out.tokens[s, j]) for s in range(3) for j in range(3)]
+        assert all(h[-1] == 2 and 2 not in h[:-1] for h in hyps)
+        for s in range(3):
+            assert len({tuple(h) for h in hyps[3 * s:3 * s + 3]}) == 3
+        rescored = _log_probs(model, np.repeat(np.arange(3), 3), hyps)
+        rescored /= length_penalty([len(h) for h in hyps], alpha)
+        np.testing.assert_allclose(out.scores.reshape(-1), rescored, rtol=1e-9)
+        with pytest.raises(ValueError, match="n_best"):
+            model.beam_search(SRC, SRC_LEN, beam_size=2, n_best=3)
+
+
+@backends
+def test_greedy_pads_after_eos_and_never_emits_pad_or_bos(backend):
+    """PAD and BOS, made the most probable tokens by a large output bias, are still never chosen
+    (by greedy or beam search); greedy's choice among the other tokens is unchanged, so its
+    tokens equal the unbiased model's. Sequences end at different steps, PAD after their EOS."""
+    with B.use(backend):
+        plain = trained().greedy(SRC, SRC_LEN, max_len=10)
+        model = _boost_pad_bos(trained())
+        greedy = model.greedy(SRC, SRC_LEN, max_len=10)
+        np.testing.assert_array_equal(greedy.tokens, plain.tokens)
+        beam = model.beam_search(SRC, SRC_LEN, beam_size=3, n_best=3, max_len=10)
+        ends = []
+        for row in list(plain.tokens) + list(beam.tokens.reshape(-1, beam.tokens.shape[2])):
+            row = row.tolist()
+            assert 1 not in row and 2 in row
             end = row.index(2)
             assert all(t == 0 for t in row[end + 1:])
             assert 0 not in row[:end]
+            ends.append(end)
+        assert len(set(ends[:3])) == 3                                       # 3 different ends

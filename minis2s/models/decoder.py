@@ -96,7 +96,9 @@ class Decoder(nn.Module):
 
         With ``tf_ratio < 1``, at each step t >= 1 each sequence feeds its own previous argmax
         instead of the reference with probability ``1 - tf_ratio`` (drawn from ``generator``);
-        no gradient flows through that choice.
+        no gradient flows through that choice. The argmax is over the vocabulary without PAD and
+        BOS (never fed, as in greedy search), so ``tf_ratio=0`` in eval mode feeds exactly the
+        tokens greedy decoding would choose.
 
         Returns ``logits (B, T, V)`` and the attention weights ``(B, T, S)`` (or None).
         """

@@ -1,7 +1,8 @@
 """The training procedure, wired explicitly on the event ``Engine``.
 
 Two engines, as in Ignite: the *trainer* runs one optimisation step per batch; at the end of each
-epoch a handler runs the *evaluator* over the validation split. Everything that happens between
+epoch a handler runs the *evaluator* (``make_evaluator``, inside ``evaluate``) over the validation
+split. Everything that happens between
 steps is a handler on an event, registered in ``fit`` where a reader can see it::
 
     EPOCH_STARTED        learning-rate schedule (halving from --lr-decay-start)
@@ -120,32 +121,54 @@ def to_device(batch):
 
 
 # =============================================================================== evaluation
+def make_evaluator(model) -> Engine:
+    """The *evaluator*: an ``Engine`` whose step scores one batch teacher-forced (no update),
+    with handlers that sum the per-token figures over the whole split. After ``run``,
+    ``evaluator.state.metrics`` holds ``nll`` (summed), ``tokens`` and ``correct``."""
+    xp = B.xp
+
+    def eval_step(engine, batch):
+        src, sl, tin, tout = to_device(batch)
+        logits = model.logits(src, sl, tin)                                  # (B, T, V)
+        v = logits.shape[-1]
+        nll = grad.functional.cross_entropy(logits.reshape(-1, v), tout.reshape(-1),
+                                            ignore_index=0, reduction="sum").item()
+        pred = B.to_numpy(xp.argmax(logits.data, axis=-1))                    # (B, T) host
+        mask = batch.tgt_out != 0                                             # PAD excluded
+        return {"nll": nll, "tokens": int(mask.sum()),
+                "correct": int(((pred == batch.tgt_out) & mask).sum())}
+
+    evaluator = Engine(eval_step)
+
+    @evaluator.on(Events.EPOCH_STARTED)
+    def reset(engine):
+        engine.state.metrics = {"nll": 0.0, "tokens": 0, "correct": 0}
+
+    @evaluator.on(Events.ITERATION_COMPLETED)
+    def accumulate(engine):
+        for key, value in engine.state.output.items():
+            engine.state.metrics[key] += value
+
+    return evaluator
+
+
 @no_grad()
 def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_limit=None,
              beam_size: int = 1, max_len: int | None = None) -> dict:
     """Cross-entropy and perplexity per target token (teacher-forced, PAD excluded, EOS
-    counted) and token accuracy over the WHOLE split; exact match and BLEU of greedy (or beam)
-    outputs on the first ``decode_limit`` sentences."""
+    counted) and token accuracy over the WHOLE split, from one run of the evaluator engine
+    (``make_evaluator``); exact match and BLEU of greedy (or beam) outputs on the first
+    ``decode_limit`` sentences."""
     from .data.batching import collate, make_batches
     from .metrics import corpus_bleu
-    xp = B.xp
     was_training = model.training
     model.eval()
     src_ids, tgt_ids = prep.ids[split]
     n = len(src_ids)
-    nll, n_tokens, n_correct = 0.0, 0, 0
     lengths = [max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids)]
-    for idx in make_batches(lengths, batch_size, shuffle=False):
-        batch = collate(src_ids, tgt_ids, idx)
-        src, sl, tin, tout = to_device(batch)
-        logits = model.logits(src, sl, tin)                                  # (B, T, V)
-        v = logits.shape[-1]
-        nll += grad.functional.cross_entropy(logits.reshape(-1, v), tout.reshape(-1),
-                                             ignore_index=0, reduction="sum").item()
-        pred = B.to_numpy(xp.argmax(logits.data, axis=-1))
-        mask = batch.tgt_out != 0
-        n_correct += int(((pred == batch.tgt_out) & mask).sum())
-        n_tokens += int(mask.sum())
+    batches = [collate(src_ids, tgt_ids, idx) for idx in make_batches(lengths, batch_size, shuffle=False)]
+    sums = make_evaluator(model).run(batches, max_epochs=1).metrics
+    nll, n_tokens, n_correct = sums["nll"], sums["tokens"], sums["correct"]
     ce = nll / max(n_tokens, 1)
     metrics = {"loss": ce, "ppl": math.exp(min(ce, 700.0)), "token_acc": n_correct / max(n_tokens, 1)}
     limit = n if decode_limit is None else min(n, decode_limit)

@@ -84,3 +84,26 @@ def test_learning_rate_halves_every_epoch_from_lr_decay_start_with_sgd(tmp_path)
     log = [json.loads(x) for x in (tmp_path / "sgd" / "log.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in log] == [0.4, 0.2, 0.1]
     assert log[-1]["train_loss"] < log[0]["train_loss"]              # SGD does train
+
+
+def test_the_evaluator_is_an_engine_whose_sums_equal_the_teacher_forced_loss(tmp_path):
+    import grad
+    from minis2s.data.batching import collate
+    from minis2s.engine import Engine
+    from minis2s.runs import prepare_data
+    from minis2s.train import build_model, make_evaluator, to_device
+    cfg = TrainConfig(**TINY)
+    prep = prepare_data(cfg)
+    model = build_model(dict(src_vocab_size=len(prep.src_vocab), tgt_vocab_size=len(prep.tgt_vocab),
+                             emb_size=8, hidden_size=16, num_layers=1, dropout=0.0, pad_idx=0,
+                             attention="general", input_feeding=True), seed=0)
+    src_ids, tgt_ids = prep.ids["valid"]
+    batches = [collate(src_ids, tgt_ids, range(i, min(i + 8, len(src_ids)))) for i in range(0, len(src_ids), 8)]
+    evaluator = make_evaluator(model)
+    assert isinstance(evaluator, Engine)
+    with grad.no_grad():
+        sums = evaluator.run(batches, max_epochs=1).metrics
+        expected = sum(model.loss(*to_device(b), reduction="sum").item() for b in batches)
+    assert sums["tokens"] == sum(b.n_tokens for b in batches)
+    assert sums["nll"] == pytest.approx(expected, rel=1e-6)
+    assert 0 <= sums["correct"] <= sums["tokens"]

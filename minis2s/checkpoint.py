@@ -14,15 +14,20 @@ A checkpoint is ONE ``.npz`` file: arrays under ``model/<name>`` and ``optim/<i>
 JSON-able states (optimizer hyper-parameters, trainer position, random generators) as UTF-8 bytes
 in ``json/<name>``. It is written to a temporary file in the same directory, flushed to disk and
 renamed over the old one (``os.replace`` is atomic), so a crash or SIGKILL at any moment leaves
-either the old or the new checkpoint, never half of one. It is read with ``allow_pickle=False``:
-loading never runs code from the file.
+either the old or the new checkpoint, never half of one. The file gets the permissions ``open()``
+would give it (``0o666 & ~umask`` for a new file, the old mode when it replaces one), so model
+directories can be shared. It is read with ``allow_pickle=False``: loading never runs code from
+the file, and every entry's CRC is checked before anything is used.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,23 +55,53 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would leave: the old file's, or ``0o666 & ~umask``."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write(path, write_fn, mode: str = "wb") -> None:
     """Write ``path`` through ``write_fn(file)`` into a temporary file, then rename it into place.
-    On any error the temporary file is removed and the old ``path`` is left untouched."""
+    On any error the temporary file is removed, the old ``path`` is left untouched, and an
+    ``OSError`` names ``path`` (not the temporary file) in its ``filename``.
+    The new file gets the permissions ``open()`` would give it (``tempfile.mkstemp`` makes 0600)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        perms = _final_mode(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as f:
             write_fn(f)
             f.flush()
+            os.fchmod(f.fileno(), perms)
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and (exc.filename is None or exc.filename == tmp):
+            exc.filename, exc.filename2 = str(path), None
         raise
 
 
@@ -124,6 +159,13 @@ def save_checkpoint(path, model, optimizer=None, trainer_state: dict | None = No
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+# What a damaged zip file can raise from zipfile and numpy: a flipped byte in a header can announce
+# an unknown compression method (NotImplementedError), encryption (RuntimeError), sizes or offsets
+# past the end (EOFError, struct.error, OverflowError, ValueError) or a bad CRC (BadZipFile).
+_DAMAGE = (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, ValueError,
+           zlib.error, struct.error, OverflowError)
+
+
 def load_checkpoint(path) -> dict:
     """Read a checkpoint written by ``save_checkpoint``: ``{"model": {name: array},
     "optimizer": state_dict or None, "trainer": dict}``. Refuses pickles, truncated or corrupted
@@ -133,21 +175,34 @@ def load_checkpoint(path) -> dict:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            infos = zf.infolist()
+            for info in infos:
+                name = info.filename
+                if (name.startswith("/") or ".." in name.split("/") or "\\" in name
+                        or not name.endswith(".npy")):
+                    raise CheckpointError(f"{path}: refusing entry with an unsafe or unexpected "
+                                          f"name {name!r}")
+            for info in infos:          # every entry read once: its CRC-32 must match
+                try:
+                    with zf.open(info) as f:
+                        while f.read(1 << 20):
+                            pass
+                except _DAMAGE as exc:
+                    raise CheckpointError(f"{path}: corrupted entry {info.filename!r} (CRC check "
+                                          f"failed or damaged header: {exc})") from exc
+    except CheckpointError:
+        raise
+    except _DAMAGE as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: {exc})") from exc
-    if bad is not None:
-        raise CheckpointError(f"{path}: corrupted entry {bad!r} (CRC mismatch)")
-    for name in names:
-        if name.startswith("/") or ".." in name.split("/") or "\\" in name or not name.endswith(".npy"):
-            raise CheckpointError(f"{path}: refusing entry with an unsafe or unexpected name {name!r}")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except ValueError as exc:   # object arrays need pickle: refused
-        raise CheckpointError(f"{path}: refusing to load ({exc}); checkpoints never contain pickles") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc):    # object arrays need pickle: refused
+            raise CheckpointError(f"{path}: refusing to load ({exc}); checkpoints never contain "
+                                  "pickles") from exc
+        raise CheckpointError(f"{path}: corrupted checkpoint entry ({exc})") from exc
+    except _DAMAGE as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from exc
     if "json/meta" not in arrays:
         raise CheckpointError(f"{path}: not a minis2s checkpoint (no json/meta entry)")

@@ -32,7 +32,8 @@ from grad import optim
 from grad.nn.utils import clip_grad_norm_
 from grad.tensor import Tensor, no_grad
 
-from .checkpoint import FORMAT_VERSION, load_checkpoint, read_json, save_checkpoint, write_json
+from .checkpoint import (FORMAT_VERSION, atomic_write, load_checkpoint, read_json, save_checkpoint,
+                         write_json)
 from .engine import Engine, Events
 from .models import Seq2Seq
 from .runs import RunLock, prepare_data, Prepared
@@ -208,7 +209,30 @@ def fit(cfg: TrainConfig, resume: str | None = None, log=print) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir)
     with lock:
+        _remove_temporaries(run_dir)
         return _fit_locked(cfg, run_dir, resume is not None, log)
+
+
+def _trim_log(path: Path, epoch: int) -> None:
+    """Drop log lines of epochs after the checkpoint's: a run killed between writing an epoch's
+    log line and its checkpoint re-runs that epoch on resume and writes the line again."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+    if len(kept) != len(lines):
+        text = "".join(line + "\n" for line in kept).encode("utf-8")
+        atomic_write(path, lambda f: f.write(text))
+
+
+def _remove_temporaries(run_dir: Path) -> None:
+    """Half-written files (``.NAME.*.tmp``) left by a process killed during an atomic write;
+    called with the run lock held, so no live writer owns them."""
+    for tmp in run_dir.glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def _new_run_dir(cfg: TrainConfig) -> Path:
@@ -264,8 +288,9 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
     def train_step(engine, batch):
         model.train()
         src, sl, tin, tout = to_device(batch)
-        total = model.loss(src, sl, tin, tout, tf_ratio=cfg.tf_ratio, generator=tf_gen,
-                           label_smoothing=cfg.label_smoothing, reduction="sum")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # NaN/inf: checked below
+            total = model.loss(src, sl, tin, tout, tf_ratio=cfg.tf_ratio, generator=tf_gen,
+                               label_smoothing=cfg.label_smoothing, reduction="sum")
         loss = total / float(batch.n_tokens)
         value = loss.item()
         if not math.isfinite(value):
@@ -273,8 +298,10 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
             if cfg.nan_policy == "skip":
                 tracker["skipped"] += 1
                 return {"loss": value, "skipped": True}
-            raise TrainingError(f"the loss became {value} at {where}; the last good checkpoint "
-                                f"in {run_dir} is untouched (try a lower --lr, or --nan-policy skip)")
+            saved = (f"the last good checkpoint in {run_dir} is untouched"
+                     if (run_dir / "last.npz").exists() else "no checkpoint had been saved yet")
+            raise TrainingError(f"the loss became {value} at {where}; {saved} "
+                                "(try a lower --lr, or --nan-policy skip)")
         optimizer.zero_grad()
         loss.backward()
         gnorm = clip_grad_norm_(params, cfg.max_grad_norm).item()
@@ -311,6 +338,7 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
         trainer.load_state_dict({"epoch": ts["epoch"], "iteration": ts["iteration"],
                                  "iteration_in_epoch": ts["iteration_in_epoch"],
                                  "max_epochs": cfg.epochs})
+        _trim_log(run_dir / "log.jsonl", ts["epoch"])
         log(f"resuming {run_dir} at epoch {ts['epoch']}, iteration {ts['iteration']}")
 
     # ------------------------------------------------------------------ handlers
@@ -353,11 +381,14 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
             tracker["bad_epochs"] += 1
         engine.state.iteration_in_epoch = 0
         state = trainer_state()
-        save_checkpoint(run_dir / "last.npz", model, optimizer, state)
+        # Order matters for a kill at any instant: last.npz is the resume point, so it is written
+        # LAST. A kill before it re-runs this epoch on resume (identically), rewriting best.npz
+        # and the log line, whose stale copy the resume drops (_trim_log).
         if improved:
             save_checkpoint(run_dir / "best.npz", model, optimizer, state)
         with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        save_checkpoint(run_dir / "last.npz", model, optimizer, state)
         log(f"epoch {record['epoch']:>2}  train ppl {record['train_ppl']:8.4f}  valid ppl "
             f"{metrics['ppl']:8.4f}  token acc {100 * metrics['token_acc']:5.1f}%  exact "
             f"{100 * metrics['exact_match']:5.1f}%  BLEU {metrics['bleu']:5.1f}  ({record['time']:.0f}s)"

@@ -1,7 +1,10 @@
 """Checkpoints: round trip, atomic writes, and refusal of unsafe or damaged files."""
+import errno
 import io
 import os
 import pickle
+import stat
+import struct
 import zipfile
 
 import numpy as np
@@ -161,3 +164,129 @@ def test_mismatched_weights_are_refused_naming_the_keys(tmp_path):
     other = Seq2Seq(10, 9, emb_size=4, hidden_size=8, num_layers=1, dropout=0.0)
     with pytest.raises(ValueError, match="shape mismatch"):
         other.load_state_dict(load_checkpoint(tmp_path / "m.npz")["model"])
+
+
+# ----------------------------------------------------------------------------- damaged bytes
+def stored_data_span(path, entry):
+    """(start, end) byte offsets of ``entry``'s stored data inside the zip file ``path``."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(entry)
+    raw = path.read_bytes()
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    return start, start + info.compress_size
+
+
+def flip_stored_byte(path, entry=None):
+    """Flip one byte in the middle of the array data of ``entry`` (default: the largest entry),
+    leaving every zip header intact: only the CRC-32 can tell. Returns the entry's name."""
+    with zipfile.ZipFile(path) as zf:
+        entry = entry or max(zf.infolist(), key=lambda i: i.file_size).filename
+    start, end = stored_data_span(path, entry)
+    raw = bytearray(path.read_bytes())
+    raw[end - 3] ^= 0x10                       # inside the array values, past the .npy header
+    path.write_bytes(bytes(raw))
+    return entry
+
+
+@pytest.mark.parametrize("entry", ["model/encoder.embedding.weight.npy", "optim/0/exp_avg.npy",
+                                   "json/meta.npy"])
+def test_a_flipped_byte_in_the_stored_data_is_caught_by_the_crc_check(tmp_path, entry):
+    model, opt = trained_pair()
+    path = tmp_path / "last.npz"
+    save_checkpoint(path, model, opt, {"epoch": 1})
+    flip_stored_byte(path, entry)
+    with zipfile.ZipFile(path) as zf:              # the zip structure itself is still fine
+        assert zf.namelist() and zf.getinfo(entry)
+    with pytest.raises(CheckpointError, match=rf"last.npz: corrupted entry '{entry}' \(CRC"):
+        load_checkpoint(path)
+
+
+def test_any_flipped_byte_in_the_zip_headers_is_refused_or_harmless(tmp_path):
+    """A byte flipped in a local header, the central directory or the end record (and a sample
+    of the rest) either makes the load fail with a CheckpointError naming the file, or leaves
+    exactly the saved content: never another exception, never different weights."""
+    model, opt = trained_pair()
+    path = tmp_path / "good.npz"
+    save_checkpoint(path, model, opt, {"epoch": 1})
+    good = load_checkpoint(path)
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    first_central = raw.index(b"PK\x01\x02")                  # central directory signatures
+    last_central = raw.rindex(b"PK\x01\x02")
+    first_start, _ = stored_data_span(path, infos[0].filename)
+    positions = (list(range(0, first_start + 16))                     # first local header
+                 + list(range(first_central, first_central + 100))        # first central entries
+                 + list(range(last_central, len(raw)))                          # last entry + end record
+                 + list(range(0, len(raw), 397)))                          # a sample of the rest
+    damaged = tmp_path / "damaged.npz"
+    outcomes = {"refused": 0, "harmless": 0}
+    for pos in sorted(set(positions)):
+        flipped = bytearray(raw)
+        flipped[pos] ^= 0xFF
+        damaged.write_bytes(bytes(flipped))
+        try:
+            state = load_checkpoint(damaged)
+        except CheckpointError as exc:
+            assert "damaged.npz" in str(exc), (pos, exc)
+            outcomes["refused"] += 1
+            continue
+        assert state["trainer"] == good["trainer"], pos
+        assert state["model"].keys() == good["model"].keys(), pos
+        for k in good["model"]:
+            np.testing.assert_array_equal(state["model"][k], good["model"][k], err_msg=f"{pos} {k}")
+        outcomes["harmless"] += 1                  # e.g. a timestamp or an unused header field
+    assert outcomes["refused"] > 100, outcomes
+
+
+# ----------------------------------------------------------------------------- permissions
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=["022", "027", "077"])
+def test_new_files_get_the_permissions_open_would_give_them(tmp_path, umask):
+    model, opt = trained_pair()
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "last.npz", model, opt)
+        ck.write_json(tmp_path / "config.json", {"a": 1})
+        with open(tmp_path / "reference", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(os.stat(tmp_path / "reference").st_mode) == expected
+    for name in ("last.npz", "config.json"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == expected, name
+
+
+def test_rewriting_a_file_keeps_its_mode(tmp_path):
+    model, opt = trained_pair()
+    path = tmp_path / "last.npz"
+    save_checkpoint(path, model, opt, {"epoch": 1})
+    os.chmod(path, 0o640)
+    save_checkpoint(path, model, opt, {"epoch": 2})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert load_checkpoint(path)["trainer"] == {"epoch": 2}
+
+
+# ----------------------------------------------------------------------------- error names
+@pytest.mark.parametrize("where", ["replace", "write"])
+def test_a_disk_error_names_the_checkpoint_not_the_temporary_file(tmp_path, monkeypatch, where):
+    model, opt = trained_pair()
+    path = tmp_path / "last.npz"
+    save_checkpoint(path, model, opt, {"epoch": 1})
+    if where == "replace":
+        def full(src, dst):                    # what os.replace itself raises: both names
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src, None, dst)
+        monkeypatch.setattr(ck.os, "replace", full)
+    else:
+        def full(f, **arrays):                 # what a write raises: no name at all
+            f.write(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(ck.np, "savez", full)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, model, opt, {"epoch": 2})
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(path) and info.value.filename2 is None
+    assert load_checkpoint(path)["trainer"] == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.npz"]

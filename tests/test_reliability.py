@@ -1,9 +1,13 @@
-"""Reliability: interruptions, locks, bad data files and damaged model directories, each run the
-way a user meets them (a real ``minis2s`` subprocess)."""
+"""Reliability: interruptions, locks, disk and numerical faults, bad data files and damaged model
+directories, each run the way a user meets them: a real ``minis2s`` subprocess, or
+``minis2s.cli.main`` in-process where a fault has to be injected (docs/reliability.md)."""
+import errno
 import json
 import os
+import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,11 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import minis2s
+from minis2s import checkpoint as ck
+from minis2s import cli
 from minis2s.checkpoint import load_checkpoint
+from test_checkpoint import flip_stored_byte
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--task", "dates", "--n-train", "1500", "--n-valid", "40", "--n-test", "40",
          "--emb-size", "16", "--hidden-size", "32", "--batch-size", "16", "--quiet", "--seed", "3"]
+TINY = [*SMALL, "--n-train", "200"]          # 13 batches an epoch, for the in-process runs
 
 
 def env():
@@ -49,6 +58,51 @@ def _same_weights(a, b):
         np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
 
 
+def _same_checkpoint(a, b):
+    """Weights, optimizer state (moments, steps) and trainer state (position, best score, random
+    generators) all equal, bit for bit."""
+    _same_weights(a, b)
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert ca["trainer"] == cb["trainer"]
+    assert ca["optimizer"]["param_groups"] == cb["optimizer"]["param_groups"]
+    for sa, sb in zip(ca["optimizer"]["state"], cb["optimizer"]["state"], strict=True):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+
+
+def _test_lines(stdout):
+    """The printed test metrics (``test: exact match ...``)."""
+    return [line for line in stdout.splitlines() if line.startswith("test:")]
+
+
+def _epochs_in_log(run_dir):
+    return [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _temporaries(run_dir):
+    return sorted(p.name for p in run_dir.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted 3-epoch run of SMALL: what a killed-and-resumed run and a run that saw
+    a second ``train`` refused must end equal to."""
+    cwd = tmp_path_factory.mktemp("reference")
+    r = run(["train", *SMALL, "--epochs", "3", "--out", "ref"], cwd)
+    assert r.returncode == 0, r.stderr
+    assert _test_lines(r.stdout)
+    return cwd / "ref", r.stdout
+
+
+@pytest.fixture
+def in_process(tmp_path, monkeypatch):
+    """``minis2s.cli.main`` run in ``tmp_path``, as the command runs it (no MINIS2S_DEBUG)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINIS2S_DEBUG", raising=False)
+    return cli.main
+
+
 # ----------------------------------------------------------------------------- interruption
 def test_ctrl_c_saves_a_resumable_checkpoint_exits_130_and_resume_equals_uninterrupted(tmp_path):
     reference = run(["train", *SMALL, "--epochs", "2", "--out", "ref"], tmp_path)
@@ -68,32 +122,177 @@ def test_ctrl_c_saves_a_resumable_checkpoint_exits_130_and_resume_equals_uninter
     _same_weights(tmp_path / "ref" / "last.npz", tmp_path / "run" / "last.npz")
 
 
-def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint_and_resume_works(tmp_path):
-    for delay in (0.2, 0.9, 1.7):
-        run_dir = tmp_path / f"run{delay}"
+KILL_POINTS = [   # (what, when the kill is due, extra delay)
+    ("as the first checkpoint appears", lambda d: (d / "last.npz").exists(), 0.0),
+    ("in the middle of epoch 2", lambda d: (d / "last.npz").exists(), 0.25),
+    ("just after epoch 2 was saved", lambda d: (d / "log.jsonl").exists()
+     and len((d / "log.jsonl").read_text().splitlines()) >= 2, 0.0),
+]
+
+
+def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint_and_resume_equals_uninterrupted(tmp_path, reference):
+    ref_dir, ref_out = reference
+    for i, (what, due, delay) in enumerate(KILL_POINTS):
+        run_dir = tmp_path / f"k{i}"
         proc = start(["train", *SMALL, "--epochs", "3", "--out", run_dir.name], tmp_path)
-        assert wait_for(lambda: (run_dir / "last.npz").exists())
+        assert wait_for(lambda: due(run_dir)), what
         time.sleep(delay)
         proc.kill()
         proc.communicate()
-        load_checkpoint(run_dir / "last.npz")                      # complete, never half-written
-        leftovers = [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+        assert proc.returncode == -signal.SIGKILL, f"{what}: the run ended before it was killed"
+        state = load_checkpoint(run_dir / "last.npz")["trainer"]      # complete, never half-written
+        # A kill during a write leaves at most a temporary file beside the checkpoint; plant one
+        # (half a checkpoint) so that every kill point shows that no loader looks at it.
+        half = (run_dir / "last.npz").read_bytes()
+        (run_dir / ".last.npz.k1ll3d.tmp").write_bytes(half[: len(half) // 2])
         resumed = run(["train", "--resume", run_dir.name, "--epochs", "3", "--quiet"], tmp_path)
-        assert resumed.returncode == 0, (resumed.stderr, leftovers)   # the lock died with the process
-        assert "model saved in" in resumed.stdout
+        assert resumed.returncode == 0, (what, resumed.stderr)          # the lock died with the process
+        assert (f"resuming {run_dir.name} at epoch {state['epoch']}, iteration {state['iteration']}"
+                in resumed.stdout), what
+        # It continued exactly where the checkpoint was: the end equals the uninterrupted run's.
+        _same_checkpoint(ref_dir / "last.npz", run_dir / "last.npz")
+        _same_weights(ref_dir / "best.npz", run_dir / "best.npz")
+        assert _test_lines(resumed.stdout) == _test_lines(ref_out), what
+        assert _temporaries(run_dir) == []                 # the resumed run, holding the lock, removed it
+        (run_dir / ".best.npz.k1ll3d.tmp").write_bytes(half[: len(half) // 3])
+        minis2s.load(run_dir)                              # loading for translation ignores one
 
 
-def test_a_second_train_into_a_directory_in_use_is_refused(tmp_path):
+def test_sigkill_before_the_first_checkpoint_resume_says_so_and_the_same_command_starts_over(tmp_path):
+    args = ["train", *SMALL, "--epochs", "1", "--out", "run"]
+    proc = start(args, tmp_path)
+    assert wait_for(lambda: (tmp_path / "run" / "config.json").exists())   # epoch 1 has begun
+    proc.kill()
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "run" / "last.npz").exists()
+    resumed = run(["train", "--resume", "run", "--epochs", "1", "--quiet"], tmp_path)
+    assert resumed.returncode == 2
+    assert "last.npz: checkpoint not found" in resumed.stderr and "Traceback" not in resumed.stderr
+    again = run(args, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "model saved in run" in again.stdout
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at one exact instant: nothing after it runs (no handler catches it)."""
+
+
+@pytest.mark.parametrize("after", ["last.npz", "best.npz"])
+def test_a_kill_between_the_end_of_epoch_writes_loses_nothing(in_process, tmp_path, monkeypatch, after):
+    import minis2s.train as train
+    assert in_process(["train", *TINY, "--epochs", "2", "--out", "ref"]) == 0
+    assert load_checkpoint(tmp_path / "ref" / "best.npz")["trainer"]["epoch"] == 2   # epoch 2 improved
+    real_save = train.save_checkpoint
+
+    def dies_after(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        state = args[2] if len(args) > 2 else kwargs.get("trainer_state", {})
+        if Path(path).name == after and state.get("epoch") == 2:
+            raise _Killed
+    monkeypatch.setattr(train, "save_checkpoint", dies_after)
+    with pytest.raises(_Killed):
+        in_process(["train", *TINY, "--epochs", "2", "--out", "run"])
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert in_process(["train", "--resume", "run", "--epochs", "2", "--quiet"]) == 0
+    assert _epochs_in_log(tmp_path / "run") == [1, 2]
+    _same_weights(tmp_path / "ref" / "best.npz", tmp_path / "run" / "best.npz")
+
+
+def test_a_second_train_into_a_directory_in_use_is_refused_and_the_first_run_is_unaffected(tmp_path, reference):
+    ref_dir, ref_out = reference
     proc = start(["train", *SMALL, "--epochs", "3", "--out", "run"], tmp_path)
     try:
         assert wait_for(lambda: (tmp_path / "run" / ".lock").exists())
-        time.sleep(0.2)
         second = run(["train", "--resume", "run", "--epochs", "3", "--quiet"], tmp_path)
-        assert second.returncode == 2
-        assert "in use by another minis2s process" in second.stderr
+        first_still_running = proc.poll() is None
+        out, err = proc.communicate(timeout=300)
     finally:
-        proc.kill()
-        proc.communicate()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert second.returncode == 2, second.stderr
+    assert "in use by another minis2s process" in second.stderr
+    assert first_still_running                  # refused because of the live lock, not afterwards
+    # The first run went on to the end as if nothing had happened.
+    assert proc.returncode == 0, err
+    assert "model saved in run" in out
+    _same_checkpoint(ref_dir / "last.npz", tmp_path / "run" / "last.npz")
+    assert _test_lines(out) == _test_lines(ref_out)
+
+
+# ----------------------------------------------------------------------------- disk faults
+@pytest.mark.parametrize("where", ["rename", "write"])
+def test_a_full_disk_during_train_exits_1_naming_the_file_and_keeps_the_previous_checkpoint(
+        in_process, tmp_path, monkeypatch, capsys, where):
+    assert in_process(["train", *TINY, "--epochs", "1", "--out", "run"]) == 0
+    last = tmp_path / "run" / "last.npz"
+    before = last.read_bytes()
+    real_replace, real_savez = ck.os.replace, ck.np.savez
+    if where == "rename":          # the temporary file was written, the rename fails
+        def full(src, dst):
+            if str(dst).endswith("last.npz"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src, None, dst)
+            return real_replace(src, dst)
+        monkeypatch.setattr(ck.os, "replace", full)
+    else:                          # the write itself fails half-way
+        def full(f, **arrays):
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(ck.np, "savez", full)
+    capsys.readouterr()
+    code = in_process(["train", "--resume", "run", "--epochs", "2", "--quiet"])
+    err = capsys.readouterr().err
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    monkeypatch.setattr(ck.np, "savez", real_savez)
+    assert code == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("minis2s: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert "No space left on device" in errors[0]
+    # the file being written is named (best.npz comes first when the epoch improved, last.npz,
+    # the resume point, is always written last), never the temporary file
+    assert any(os.path.join("run", name) in errors[0] for name in ("best.npz", "last.npz")), errors[0]
+    assert ".tmp" not in errors[0], errors[0]
+    assert "previously saved checkpoints are untouched" in errors[0]
+    assert last.read_bytes() == before                                  # the previous checkpoint,
+    assert load_checkpoint(last)["trainer"]["epoch"] == 1               # intact and loadable
+    assert _temporaries(tmp_path / "run") == []
+    assert in_process(["train", "--resume", "run", "--epochs", "2", "--quiet"]) == 0   # space freed
+
+
+# ----------------------------------------------------------------------------- numerical faults
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_a_nan_or_inf_loss_stops_train_with_exit_1_naming_epoch_and_iteration(
+        in_process, tmp_path, monkeypatch, capsys, bad):
+    import minis2s.models.seq2seq as s2s
+    assert in_process(["train", *TINY, "--epochs", "1", "--out", "run"]) == 0
+    last = tmp_path / "run" / "last.npz"
+    before = last.read_bytes()
+    done = load_checkpoint(last)["trainer"]["iteration"]
+    real_loss = s2s.Seq2Seq.loss
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        out = real_loss(self, *args, **kwargs)
+        return out * float(bad) if calls["n"] == 3 else out          # the 3rd batch of epoch 2
+    monkeypatch.setattr(s2s.Seq2Seq, "loss", poisoned)
+    capsys.readouterr()
+    code = in_process(["train", "--resume", "run", "--epochs", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"minis2s: error: the loss became {bad} at epoch 2, iteration {done + 3};" in err
+    assert "the last good checkpoint in run is untouched" in err and "Traceback" not in err
+    assert last.read_bytes() == before
+
+
+def test_a_learning_rate_that_overflows_the_weights_stops_train_with_exit_1(tmp_path):
+    # No fault injected: the first SGD step of size ~1e30 makes the next forward pass overflow.
+    r = run(["train", *TINY, "--epochs", "1", "--optimizer", "sgd", "--lr", "1e30", "--out", "run"],
+            tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "minis2s: error: the loss became nan at epoch 1, iteration 2;" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "last.npz").exists()
 
 
 # ----------------------------------------------------------------------------- data files
@@ -178,19 +377,45 @@ def _wrong_shapes(p):
     (p / "config.json").write_text(json.dumps(d))
 
 
+def _renamed_key(p):
+    """A valid .npz (CRCs fine, shapes fine) in which one parameter has another name."""
+    with np.load(p / "best.npz", allow_pickle=False) as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays["model/encoder.embedding.weights"] = arrays.pop("model/encoder.embedding.weight")
+    np.savez(p / "best.npz", **arrays)
+
+
 @pytest.mark.parametrize("damage,expected", [
-    (lambda p: (p / "best.npz").unlink() or (p / "last.npz").unlink(), "last.npz: checkpoint not found"),
-    (lambda p: (p / "config.json").unlink(), "config.json: file not found"),
-    (_truncate, "best.npz"),
-    (_wrong_vocab, "tgt_vocab.json"),
-    (_wrong_version, "format version 999"),
-    (_wrong_shapes, "weights do not match the config"),
+    pytest.param(lambda p: (p / "best.npz").unlink() or (p / "last.npz").unlink(),
+                 ["last.npz: checkpoint not found"], id="no_weights"),
+    pytest.param(lambda p: (p / "config.json").unlink(), ["config.json: file not found"], id="no_config"),
+    pytest.param(_truncate, ["best.npz: not a readable checkpoint (truncated or corrupted"],
+                 id="truncated"),
+    pytest.param(lambda p: flip_stored_byte(p / "best.npz"),
+                 ["best.npz: corrupted entry 'model/", "CRC"], id="flipped_byte"),
+    pytest.param(_wrong_vocab, ["tgt_vocab.json", "but the model was configured for"], id="wrong_vocab"),
+    pytest.param(_wrong_version, ["config.json: model format version 999"], id="wrong_version"),
+    pytest.param(_wrong_shapes, ["best.npz: weights do not match the config", "shape mismatch"],
+                 id="wrong_shapes"),
+    pytest.param(_renamed_key, ["best.npz: weights do not match the config",
+                                "missing keys: encoder.embedding.weight",
+                                "unexpected keys: encoder.embedding.weights"], id="renamed_key"),
 ])
 def test_damaged_model_directories_are_refused_with_a_clear_message(model_dir, tmp_path, damage, expected):
     broken = _broken_copy(model_dir, tmp_path, damage)
     r = run(["translate", "--model", str(broken)], tmp_path, input="1 Jan 2000\n")
     assert r.returncode == 2, r.stderr
-    assert expected in r.stderr and "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.startswith("minis2s: error: "), r.stderr
+    for part in expected:
+        assert part in r.stderr, (part, r.stderr)
+
+
+def test_model_files_get_the_usual_permissions(model_dir):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("config.json", "src_vocab.json", "tgt_vocab.json", "best.npz", "last.npz"):
+        mode = stat.S_IMODE((model_dir / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, (name, oct(mode), oct(umask))
 
 
 def test_translate_time_input_empty_lines_unknown_tokens_long_input_any_unicode(model_dir, tmp_path):
@@ -200,3 +425,38 @@ def test_translate_time_input_empty_lines_unknown_tokens_long_input_any_unicode(
     assert len(r.stdout.splitlines()) == 4                            # one output per input line
     assert "mapped to <unk>" in r.stderr
     assert "truncated" in r.stderr
+
+
+def _translate_on_a_terminal(model_dir, cwd, typed: bytes):
+    """Run ``minis2s translate --model DIR`` with standard input on a pseudo-terminal: wait for
+    what it says on stderr before typing (as a person would), type ``typed``, then Ctrl-D."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "minis2s", "translate", "--model", str(model_dir),
+                             "--beam-size", "2"], cwd=cwd, env=env(), stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        assert ready, "nothing on stderr while waiting for the terminal"
+        first = proc.stderr.readline().decode("utf-8")
+        os.write(master, typed + b"\x04")                   # a line, then Ctrl-D (EOF)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        os.close(master)
+    return proc.returncode, first, out.decode("utf-8"), err.decode("utf-8")
+
+
+def test_translate_with_a_terminal_on_stdin_prints_a_one_line_hint_then_reads_it(model_dir, tmp_path):
+    code, first, out, rest = _translate_on_a_terminal(model_dir, tmp_path, b"1 Jan 2000\n")
+    assert code == 0, first + rest
+    assert first == ("minis2s: reading sentences from standard input, one per line "
+                     "(Ctrl-D to end)\n")
+    assert "reading sentences" not in rest                # said once
+    piped = run(["translate", "--model", str(model_dir), "--beam-size", "2"], tmp_path,
+                input="1 Jan 2000\n")
+    assert piped.returncode == 0, piped.stderr
+    assert "reading sentences" not in piped.stderr         # no hint when stdin is a pipe
+    assert len(out.splitlines()) == 1 and out == piped.stdout      # the typed line was translated

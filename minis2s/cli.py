@@ -251,14 +251,8 @@ def cmd_train(args) -> int:
 
 def _read_lines(path):
     if path:
-        from .data.parallel import DataError
-        try:
-            with open(path, encoding="utf-8-sig") as f:
-                return [line.rstrip("\r\n") for line in f]
-        except FileNotFoundError:
-            raise DataError(path, None, "file not found") from None
-        except UnicodeDecodeError as exc:
-            raise DataError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        from .lm.training import read_text_lines
+        return read_text_lines(path)          # a bad byte is an error naming the file and line
     if sys.stdin.isatty():
         print("minis2s: reading sentences from standard input, one per line (Ctrl-D to end)",
               file=sys.stderr)

@@ -235,3 +235,12 @@ def test_lm_commands_train_score_rank_generate(tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 3
     assert all(line.startswith("the") for line in r.stdout.splitlines())
+
+
+def test_translate_input_with_a_bad_byte_names_the_file_and_line(trained):
+    cwd, _ = trained
+    (cwd / "bad.txt").write_bytes(b"24 Nov 2026\n2 F\xe9b 2002\n")
+    r = run(["translate", "--model", "model", "--input", "bad.txt"], cwd)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("minis2s: error: bad.txt:2: not valid UTF-8 (byte 0xe9 at byte "
+                                "offset 3 of the line: invalid continuation byte)")

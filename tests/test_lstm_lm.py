@@ -75,3 +75,21 @@ def test_temperature_sharpens_and_flattens():
     assert distinct(cold) < distinct(hot)
     with pytest.raises(ValueError, match="temperature"):
         lm.generate(1, temperature=0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_empty_sentence_is_one_predicted_eos(backend):
+    """``[BOS] -> [EOS]``: one predicted token, alone or padded in a batch, in score and loss."""
+    with B.use(backend):
+        lm = model()
+        logits, _ = lm(np.array([[1]], dtype=np.int64))
+        logp_eos = float(B.to_numpy(grad.functional.log_softmax(logits, dim=-1).data)[0, 0, 2])
+        scores = lm.score([[], SENTS[0], []])
+        assert [n for _, n in scores] == [1, len(SENTS[0]) + 1, 1]
+        assert scores[0][0] == pytest.approx(logp_eos, rel=1e-10) and scores[2] == scores[0]
+        ids, lengths = pad_batch([[1, 2], [1] + SENTS[0] + [2]])
+        total = lm.loss(ids[:, :-1], ids[:, 1:], lengths - 1, reduction="sum").item()
+        assert -total == pytest.approx(scores[0][0] + scores[1][0], rel=1e-10)
+        ids, lengths = pad_batch([[1, 2], [1, 2]])                        # a batch of only empties
+        assert grad.gradcheck(lambda: lm.loss(ids[:, :-1], ids[:, 1:], lengths - 1), [],
+                              params=list(lm.parameters()), max_coordinates=12)

@@ -14,7 +14,8 @@ def add_lm_parser(sub) -> None:
 
     t = lsub.add_parser("train", help="train an n-gram or LSTM language model")
     src = t.add_mutually_exclusive_group(required=True)
-    src.add_argument("--corpus", metavar="FILE", help="text, one sentence per line (split 80/10/10)")
+    src.add_argument("--corpus", metavar="FILE",
+                     help="UTF-8 text, one sentence per line, blank lines skipped (split 80/10/10)")
     src.add_argument("--builtin", choices=["pydoc", "markov", "brackets"])
     t.add_argument("--model", choices=["ngram", "lstm"], default=d.model)
     t.add_argument("--order", type=_positive_int, default=d.order)
@@ -39,7 +40,8 @@ def add_lm_parser(sub) -> None:
 
     s = lsub.add_parser("score", help="log-probability and perplexity of each line")
     s.add_argument("--model", required=True, metavar="DIR")
-    s.add_argument("--input", metavar="FILE", help="default: standard input")
+    s.add_argument("--input", metavar="FILE",
+                   help="default: standard input; one sentence per line, a blank line is the empty sentence")
     s.add_argument("--rank", action="store_true", help="order the lines from most to least probable")
     s.set_defaults(func=cmd_lm_score)
 
@@ -66,8 +68,13 @@ def add_lm_parser(sub) -> None:
 
 
 def _lines(path):
+    """Input lines: a file through ``read_text_lines`` (a bad byte names the file and line), or
+    standard input."""
+    if path:
+        from .training import read_text_lines
+        return read_text_lines(path)
     from ..cli import _read_lines
-    return [line for line in _read_lines(path)]
+    return _read_lines(None)
 
 
 def cmd_lm_train(args) -> int:
@@ -84,10 +91,13 @@ def cmd_lm_train(args) -> int:
 
 
 def cmd_lm_score(args) -> int:
+    """One output line per input line, in order (or ranked with ``--rank``). Each line is
+    stripped as training strips its corpus lines; a blank line is scored as the empty sentence
+    (the single event ``</s>`` right after ``<s>``), not skipped, so outputs stay aligned."""
     from .training import load_lm
     lm = load_lm(args.model)
-    lines = [l for l in _lines(args.input) if l.strip()]
-    scores = lm.score(lines)
+    lines = _lines(args.input)
+    scores = lm.score([l.strip() for l in lines])
     rows = list(zip(lines, scores))
     if args.rank:
         rows.sort(key=lambda r: -r[1][0])

@@ -43,7 +43,8 @@ Measurement follows ``minis2s.metrics``: cross-entropy per predicted token (``</
 Models are saved as JSON (never pickle): the settings, the vocabulary and the raw highest-order
 n-gram counts as ``[w_1, ..., w_N, count]`` rows; every other table is recomputed on loading.
 Tokens may hold any character (BPE tokens contain spaces), so n-grams are stored as lists
-rather than joined strings.
+rather than joined strings. The file is written atomically (temporary file, then rename), and a
+damaged one is refused on loading with a ``CheckpointError`` that names it.
 """
 from __future__ import annotations
 
@@ -226,21 +227,39 @@ class NGramLM:
         if d.get("version") != _VERSION:
             raise ValueError(f"n-gram model version {d.get('version')!r}; this code reads {_VERSION}")
         lm = cls(d["order"], d["smoothing"], d["k"], d["discount"], d["min_freq"])
-        lm._vocab = list(d["vocab"])
+        vocab = d["vocab"]
+        if (not isinstance(vocab, list) or vocab[:2] != [EOS, UNK]
+                or not all(isinstance(t, str) for t in vocab)):
+            raise ValueError(f"'vocab' must be a list of strings starting with {EOS!r}, {UNK!r}")
+        lm._vocab = list(vocab)
         lm._vocab_set = set(lm._vocab)
         for row in d["ngrams"]:
-            if len(row) != lm.order + 1:
-                raise ValueError(f"n-gram row {row!r} does not have {lm.order} tokens and a count")
+            if (not isinstance(row, list) or len(row) != lm.order + 1
+                    or not all(isinstance(t, str) for t in row[:-1])
+                    or not isinstance(row[-1], int) or row[-1] < 1):
+                raise ValueError(f"n-gram row {row!r} is not {lm.order} tokens and a count >= 1")
             lm._ngrams[tuple(row[:-1])] = int(row[-1])
         lm._build()
         return lm
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        """Write the model as JSON, atomically (``minis2s.checkpoint.atomic_write``: a temporary
+        file renamed into place), so a crash leaves the old file or the new one, never half."""
+        from ..checkpoint import atomic_write
+        data = json.dumps(self.to_dict(), ensure_ascii=False).encode("utf-8")
+        atomic_write(path, lambda f: f.write(data))
 
     @classmethod
     def load(cls, path) -> "NGramLM":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a model written by ``save``. A missing, truncated or malformed file raises
+        ``minis2s.checkpoint.CheckpointError`` (a ``ValueError``) naming it."""
+        from ..checkpoint import CheckpointError, read_json
+        d = read_json(path)                          # CheckpointError for missing / broken JSON
+        try:
+            return cls.from_dict(d)
+        except (ValueError, KeyError, TypeError) as exc:
+            what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise CheckpointError(f"{path}: not a usable n-gram model ({what})") from exc
 
     def __repr__(self) -> str:
         extra = f"k={self.k}" if self.smoothing == "add-k" else f"discount={self.discount!r}"

@@ -1,7 +1,9 @@
 """Training and loading language models: n-gram (counting) and LSTM (the event engine).
 
 Both kinds are measured the same way: cross-entropy per predicted token in nats, EOS counted and
-BOS never predicted, over a whole split; perplexity = exp(cross-entropy).
+BOS never predicted, over a whole split; perplexity = exp(cross-entropy). Empty sentences are
+kept (one predicted token, EOS), and the LSTM's training loss weighs every predicted token the
+same, whatever the length of the batch it falls in, so both kinds fit by maximum likelihood.
 """
 from __future__ import annotations
 
@@ -60,8 +62,41 @@ def _split_lines(lines):
     return train, valid, test
 
 
+def read_text_lines(path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark tolerated, ``\\n`` or ``\\r\\n``), each
+    decoded on its own so that a bad byte is a ``DataError`` naming the file and its 1-based line
+    (the style of ``minis2s.data.parallel``). Blank lines are kept: the caller decides."""
+    from ..data.parallel import DataError, _decode
+    p = Path(path)
+    if not p.exists():
+        raise DataError(path, None, "file not found")
+    if p.is_dir():
+        raise DataError(path, None, "is a directory, expected a text file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise DataError(path, None, f"cannot read file ({e.strerror or e})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(path, None, "file looks UTF-16 encoded (UTF-16 byte-order mark); save it as UTF-8")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    raw = data.split(b"\n")
+    if raw and raw[-1] == b"":                   # the final newline ends the last line
+        raw.pop()
+    return [_decode(r[:-1] if r.endswith(b"\r") else r, path, i) for i, r in enumerate(raw, 1)]
+
+
 def load_corpus(cfg: LMConfig):
-    """``(train, valid, test, tokenizer, info)``: sentences as token lists."""
+    """``(train, valid, test, tokenizer, info)``: sentences as token lists.
+
+    Every sentence is kept, the empty one included: an empty sentence is a real event (``</s>``
+    right after ``<s>``), which both models predict -- the n-gram as ``P(</s> | <s> ...)``, the
+    LSTM as the one step ``[BOS] -> [EOS]`` -- and the Markov source emits it with probability
+    ``e`` of its start state; dropping it would bias every test figure. Nothing here is
+    unmodellable, so nothing is dropped after tokenizing. The one thing skipped is layout in a
+    ``--corpus`` file: blank (whitespace-only) lines separate paragraphs there and are not read
+    as sentences, and each line is stripped of surrounding whitespace.
+    """
     from ..data.tokenizers import get_tokenizer
     info = {}
     if cfg.builtin:
@@ -72,15 +107,10 @@ def load_corpus(cfg: LMConfig):
     elif cfg.corpus:
         from ..data.parallel import DataError
         path = Path(cfg.corpus)
-        if not path.is_file():
-            raise DataError(path, None, "file not found")
-        try:
-            lines = [l.strip() for l in path.read_text(encoding="utf-8-sig").splitlines()]
-        except UnicodeDecodeError as exc:
-            raise DataError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        lines = [l.strip() for l in read_text_lines(path)]
         lines = [l for l in lines if l]
         if len(lines) < 10:
-            raise DataError(path, None, f"needs at least 10 non-empty lines, has {len(lines)}")
+            raise DataError(path, None, f"needs at least 10 non-blank lines, has {len(lines)}")
         texts = list(_split_lines(lines))
     else:
         raise ValueError("give --corpus FILE or --builtin NAME")
@@ -90,7 +120,6 @@ def load_corpus(cfg: LMConfig):
     else:
         tok = get_tokenizer(cfg.tokenizer)
     splits = [[tok.tokenize(t) for t in split] for split in texts]
-    splits = [[s for s in split if s] for split in splits]
     return splits[0], splits[1], splits[2], tok, info
 
 
@@ -128,6 +157,15 @@ def train_lstm(cfg: LMConfig, train, valid, test, run_dir: Path | None = None, l
     lengths = [len(s) for s in ids["train"]]
     best = {"ce": None, "state": None}
 
+    # Batches are length-bucketed, so one batch can hold 32 empty sentences (32 predicted tokens)
+    # and another 32 long ones (hundreds). A per-batch *mean* would weigh each token by one over
+    # its batch's token count, over-weighting short sentences (on markov it taught P(empty)
+    # ~0.41 for a true 0.087). Each batch's *summed* loss is divided instead by one constant,
+    # the mean predicted tokens per batch, so every token counts the same (maximum likelihood)
+    # and the step size stays that of a mean.
+    n_batches = len(make_batches(lengths, cfg.batch_size, False))
+    per_batch = max(sum(l - 1 for l in lengths) / max(n_batches, 1), 1.0)
+
     def batches(epoch):
         rng = np.random.default_rng([cfg.seed, epoch])
         return make_batches(lengths, cfg.batch_size, True, rng)
@@ -136,12 +174,13 @@ def train_lstm(cfg: LMConfig, train, valid, test, run_dir: Path | None = None, l
         seqs = [ids["train"][i] for i in idx]
         arr, lens = pad_batch(seqs)
         model.train()
-        loss = model.loss(arr[:, :-1], arr[:, 1:], lens - 1)
+        total = model.loss(arr[:, :-1], arr[:, 1:], lens - 1, reduction="sum")
+        loss = total / per_batch
         opt.zero_grad()
         loss.backward()
         clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
-        return loss.item()
+        return total.item() / int((lens - 1).sum())        # this batch's nats per token
 
     trainer = Engine(step)
 
@@ -213,30 +252,53 @@ class LoadedLM:
 
 
 def load_lm(run_dir) -> LoadedLM:
+    """Load a run directory written by ``fit_lm``. A missing, truncated or inconsistent file
+    (``config.json``, ``ngram.json``, ``vocab.json``, ``best.npz``) raises ``CheckpointError``
+    naming it."""
     from ..data.vocab import Vocab
     from ..runs import tokenizer_from_config
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: language model directory not found")
+    config_path = run_dir / "config.json"
+    config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
     if config.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{run_dir / 'config.json'}: format version {config.get('format_version')}, "
+        raise CheckpointError(f"{config_path}: format version {config.get('format_version')}, "
                               f"this minis2s reads version {FORMAT_VERSION}")
     kind = config.get("kind")
-    tok = tokenizer_from_config(config["tokenizer"])
+    if kind not in ("lm-ngram", "lm-lstm"):
+        raise CheckpointError(f"{config_path}: not a language model directory (kind {kind!r})")
+    try:
+        tok = tokenizer_from_config(config["tokenizer"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{config_path}: unusable tokenizer entry ({type(exc).__name__}: {exc})") from exc
     if kind == "lm-ngram":
         from .ngram import NGramLM
         return LoadedLM(kind, NGramLM.load(run_dir / "ngram.json"), tok)
-    if kind == "lm-lstm":
-        vocab = Vocab.load(run_dir / "vocab.json")
+    vocab_path = run_dir / "vocab.json"
+    if not vocab_path.is_file():
+        raise CheckpointError(f"{vocab_path}: file not found")
+    try:
+        vocab = Vocab.load(vocab_path)
+    except ValueError as exc:                       # its message already names the file
+        raise CheckpointError(str(exc)) from exc
+    try:
         model = LSTMLanguageModel(**config["model"], generator=grad.Generator(0))
-        path = run_dir / "best.npz"
-        try:
-            model.load_state_dict(load_checkpoint(path)["model"])
-        except ValueError as exc:
-            if isinstance(exc, CheckpointError):
-                raise
-            raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
-        return LoadedLM(kind, model, tok, vocab)
-    raise CheckpointError(f"{run_dir / 'config.json'}: not a language model directory (kind {kind!r})")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: unusable model entry ({type(exc).__name__}: {exc})") from exc
+    if model.config["vocab_size"] != len(vocab):
+        raise CheckpointError(f"{vocab_path}: {len(vocab)} tokens, but {config_path} says the model "
+                              f"has {model.config['vocab_size']}")
+    path = run_dir / "best.npz"
+    try:
+        model.load_state_dict(load_checkpoint(path)["model"])
+    except ValueError as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
+    return LoadedLM(kind, model, tok, vocab)
 
 
 def compare(builtin: str, lstm_cfg: dict | None = None, orders=(1, 2, 3, 4, 5), log=print, seed: int = 0):

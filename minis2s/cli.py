@@ -251,7 +251,7 @@ def cmd_train(args) -> int:
 
 def _read_lines(path):
     if path:
-        from .lm.training import read_text_lines
+        from .data.parallel import read_text_lines
         return read_text_lines(path)          # a bad byte is an error naming the file and line
     if sys.stdin.isatty():
         print("minis2s: reading sentences from standard input, one per line (Ctrl-D to end)",

@@ -61,9 +61,9 @@ class ParallelData:
 
 
 # --------------------------------------------------------------------------- low-level lines
-def _read_lines(path) -> list[bytes]:
-    """The raw lines of a file (without ``\\n`` / ``\\r\\n``, BOM removed, blank lines at the
-    end dropped).  Raises DataError for a missing, unreadable or empty file."""
+def _read_bytes(path) -> bytes:
+    """A file's bytes with a UTF-8 byte-order mark removed. Raises DataError for a missing,
+    unreadable or UTF-16 file."""
     p = Path(path)
     if not p.exists():
         raise DataError(path, None, "file not found")
@@ -76,15 +76,33 @@ def _read_lines(path) -> list[bytes]:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(path, None, "file looks UTF-16 encoded (UTF-16 byte-order mark); "
                                     "save it as UTF-8")
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
-    lines = data.split(b"\n")
-    lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+    return data[len(_BOM):] if data.startswith(_BOM) else data
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """Lines without their ``\\n`` / ``\\r\\n``."""
+    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in data.split(b"\n")]
+
+
+def _read_lines(path) -> list[bytes]:
+    """The raw lines of a file (without ``\\n`` / ``\\r\\n``, BOM removed, blank lines at the
+    end dropped).  Raises DataError for a missing, unreadable or empty file."""
+    lines = _split_lines(_read_bytes(path))
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
         raise DataError(path, None, "file is empty (no sentence pairs)")
     return lines
+
+
+def read_text_lines(path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark tolerated, ``\\n`` or ``\\r\\n``), each
+    decoded on its own so that a bad byte is a DataError naming the file and its 1-based line.
+    Blank lines are kept (the caller decides); an empty file gives ``[]``."""
+    data = _read_bytes(path)
+    if data.endswith(b"\n"):                     # the final newline ends the last line
+        data = data[:-1]
+    return [_decode(raw, path, i) for i, raw in enumerate(_split_lines(data), 1)] if data else []
 
 
 def _decode(raw: bytes, path, lineno: int) -> str:

@@ -71,7 +71,7 @@ def _lines(path):
     """Input lines: a file through ``read_text_lines`` (a bad byte names the file and line), or
     standard input."""
     if path:
-        from .training import read_text_lines
+        from ..data.parallel import read_text_lines
         return read_text_lines(path)
     from ..cli import _read_lines
     return _read_lines(None)

@@ -62,30 +62,6 @@ def _split_lines(lines):
     return train, valid, test
 
 
-def read_text_lines(path) -> list[str]:
-    """The lines of a UTF-8 text file (a byte-order mark tolerated, ``\\n`` or ``\\r\\n``), each
-    decoded on its own so that a bad byte is a ``DataError`` naming the file and its 1-based line
-    (the style of ``minis2s.data.parallel``). Blank lines are kept: the caller decides."""
-    from ..data.parallel import DataError, _decode
-    p = Path(path)
-    if not p.exists():
-        raise DataError(path, None, "file not found")
-    if p.is_dir():
-        raise DataError(path, None, "is a directory, expected a text file")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise DataError(path, None, f"cannot read file ({e.strerror or e})") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(path, None, "file looks UTF-16 encoded (UTF-16 byte-order mark); save it as UTF-8")
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    raw = data.split(b"\n")
-    if raw and raw[-1] == b"":                   # the final newline ends the last line
-        raw.pop()
-    return [_decode(r[:-1] if r.endswith(b"\r") else r, path, i) for i, r in enumerate(raw, 1)]
-
-
 def load_corpus(cfg: LMConfig):
     """``(train, valid, test, tokenizer, info)``: sentences as token lists.
 
@@ -107,6 +83,7 @@ def load_corpus(cfg: LMConfig):
     elif cfg.corpus:
         from ..data.parallel import DataError
         path = Path(cfg.corpus)
+        from ..data.parallel import read_text_lines
         lines = [l.strip() for l in read_text_lines(path)]
         lines = [l for l in lines if l]
         if len(lines) < 10:

@@ -19,7 +19,7 @@ from . import backend as B
 
 _grad_enabled = True
 _counter = itertools.count()   # creation order: a deterministic tie-break for the backward heap
-_sweep_frees_graph = True      # False while a backward(retain_graph=True) sweep runs
+_sweep_frees_graph = False     # True only inside a backward sweep that frees the graph
 
 
 class no_grad:
@@ -185,7 +185,8 @@ class Tensor:
 
 def saved_arrays_are_free() -> bool:
     """Whether the backward sweep now running frees the graph after it (``retain_graph=False``),
-    so that an op's backward may reuse the arrays it saved as its output buffers."""
+    so that an op's backward may reuse the arrays it saved as its output buffers. False outside
+    a sweep (a backward function called by hand must not destroy what it saved)."""
     return _sweep_frees_graph
 
 
@@ -199,11 +200,11 @@ def run_backward(root: Tensor, root_grad, retain_graph: bool = False) -> None:
     on a long unrolled RNN). Gradients of intermediate nodes are dropped as soon as they are used.
     """
     global _sweep_frees_graph
-    _sweep_frees_graph = not retain_graph
+    outer, _sweep_frees_graph = _sweep_frees_graph, not retain_graph
     try:
         _sweep(root, root_grad, retain_graph)
     finally:
-        _sweep_frees_graph = True
+        _sweep_frees_graph = outer          # a backward run inside another restores its flag
 
 
 def _sweep(root: Tensor, root_grad, retain_graph: bool) -> None:

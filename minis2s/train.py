@@ -7,7 +7,8 @@ steps is a handler on an event, registered in ``fit`` where a reader can see it:
 
     EPOCH_STARTED        learning-rate schedule (halving from --lr-decay-start)
     ITERATION_COMPLETED  progress bar; a Ctrl-C requested? stop cleanly at this batch boundary
-    EPOCH_COMPLETED      validate -> log a JSON line -> save last (and best) -> early stopping
+    EPOCH_COMPLETED      validate -> save best (if better) -> log a JSON line -> save last
+                         (the resume point, written last) -> early stopping
 
 After the run, the best checkpoint is evaluated on the test split(s).
 
@@ -213,13 +214,21 @@ def fit(cfg: TrainConfig, resume: str | None = None, log=print) -> dict:
         return _fit_locked(cfg, run_dir, resume is not None, log)
 
 
-def _trim_log(path: Path, epoch: int) -> None:
-    """Drop log lines of epochs after the checkpoint's: a run killed between writing an epoch's
-    log line and its checkpoint re-runs that epoch on resume and writes the line again."""
+def _trim_log(path: Path, iteration: int) -> None:
+    """Drop log lines written after the checkpoint (``iteration`` steps into the run): a run
+    killed between writing an epoch's log line and its checkpoint re-runs that epoch on resume
+    and writes the line again. Works for end-of-epoch and mid-epoch (Ctrl-C) checkpoints alike;
+    a line that does not parse (cut short by a full disk) is dropped too."""
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+
+    def keep(line):
+        try:
+            return json.loads(line).get("iteration", 0) <= iteration
+        except (ValueError, AttributeError):
+            return False
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = [line for line in lines if line.strip() and keep(line)]
     if len(kept) != len(lines):
         text = "".join(line + "\n" for line in kept).encode("utf-8")
         atomic_write(path, lambda f: f.write(text))
@@ -338,7 +347,7 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
         trainer.load_state_dict({"epoch": ts["epoch"], "iteration": ts["iteration"],
                                  "iteration_in_epoch": ts["iteration_in_epoch"],
                                  "max_epochs": cfg.epochs})
-        _trim_log(run_dir / "log.jsonl", ts["epoch"])
+        _trim_log(run_dir / "log.jsonl", ts["iteration"])
         log(f"resuming {run_dir} at epoch {ts['epoch']}, iteration {ts['iteration']}")
 
     # ------------------------------------------------------------------ handlers

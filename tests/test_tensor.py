@@ -476,3 +476,27 @@ def test_only_the_backend_module_imports_numpy_or_cupy():
             offenders += [f"grad/{rel}:{node.lineno} imports {n}" for n in names
                           if n.split(".")[0] in banned]
     assert not offenders, "\n".join(offenders)
+
+
+def test_a_backward_inside_a_retained_sweep_does_not_let_cross_entropy_reuse_its_buffer():
+    # The fused cross-entropy turns its saved softmax into the gradient only in a sweep that
+    # frees the graph. A backward() run inside another sweep (here, by an op's backward) must
+    # restore the outer sweep's flag, so the retained graph stays intact for a second backward.
+    import grad.functional as F
+    from grad.tensor import make, saved_arrays_are_free
+    assert saved_arrays_are_free() is False                  # outside any sweep: never reuse
+    side = grad.tensor([1.0, 2.0], requires_grad=True)
+
+    def passthrough(x):
+        def backward(g):
+            (side * 2.0).sum().backward()                   # an inner, graph-freeing sweep
+            return (g,)
+        return make(x.data, (x,), backward, "passthrough")
+
+    logits = grad.tensor([[0.3, -1.2, 2.0], [1.0, 0.5, -0.5]], requires_grad=True)
+    loss = passthrough(F.cross_entropy(logits, grad.tensor([2, 0])))
+    loss.backward(retain_graph=True)
+    first = logits.grad.copy()
+    logits.grad = None
+    loss.backward()
+    np.testing.assert_array_equal(logits.grad, first)

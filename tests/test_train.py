@@ -107,3 +107,12 @@ def test_the_evaluator_is_an_engine_whose_sums_equal_the_teacher_forced_loss(tmp
     assert sums["tokens"] == sum(b.n_tokens for b in batches)
     assert sums["nll"] == pytest.approx(expected, rel=1e-6)
     assert 0 <= sums["correct"] <= sums["tokens"]
+
+
+def test_resume_trims_log_lines_written_after_the_checkpoint_mid_epoch_or_cut_short(tmp_path):
+    from minis2s.train import _trim_log
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"epoch": e, "iteration": 10 * e}) + "\n" for e in (1, 2, 3))
+                   + '{"epoch": 4, "itera', encoding="utf-8")
+    _trim_log(log, 25)            # a Ctrl-C checkpoint in the middle of epoch 3 (iteration 25)
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [1, 2]

@@ -68,13 +68,10 @@ def add_lm_parser(sub) -> None:
 
 
 def _lines(path):
-    """Input lines: a file through ``read_text_lines`` (a bad byte names the file and line), or
-    standard input."""
-    if path:
-        from ..data.parallel import read_text_lines
-        return read_text_lines(path)
+    """Input lines: a file (a bad byte names the file and line) or standard input, as for
+    ``minis2s translate``."""
     from ..cli import _read_lines
-    return _read_lines(None)
+    return _read_lines(path)
 
 
 def cmd_lm_train(args) -> int:

@@ -140,7 +140,7 @@ def train_lstm(cfg: LMConfig, train, valid, test, run_dir: Path | None = None, l
     # ~0.41 for a true 0.087). Each batch's *summed* loss is divided instead by one constant,
     # the mean predicted tokens per batch, so every token counts the same (maximum likelihood)
     # and the step size stays that of a mean.
-    n_batches = len(make_batches(lengths, cfg.batch_size, False))
+    n_batches = math.ceil(len(lengths) / cfg.batch_size)          # make_batches' count
     per_batch = max(sum(l - 1 for l in lengths) / max(n_batches, 1), 1.0)
 
     def batches(epoch):

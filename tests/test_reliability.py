@@ -221,12 +221,17 @@ def test_a_second_train_into_a_directory_in_use_is_refused_and_the_first_run_is_
 
 
 # ----------------------------------------------------------------------------- disk faults
+def _one_epoch_run(in_process, tmp_path):
+    """Train the tiny run for one epoch into tmp_path/run; its last.npz and that file's bytes."""
+    assert in_process(["train", *TINY, "--epochs", "1", "--out", "run"]) == 0
+    last = tmp_path / "run" / "last.npz"
+    return last, last.read_bytes()
+
+
 @pytest.mark.parametrize("where", ["rename", "write"])
 def test_a_full_disk_during_train_exits_1_naming_the_file_and_keeps_the_previous_checkpoint(
         in_process, tmp_path, monkeypatch, capsys, where):
-    assert in_process(["train", *TINY, "--epochs", "1", "--out", "run"]) == 0
-    last = tmp_path / "run" / "last.npz"
-    before = last.read_bytes()
+    last, before = _one_epoch_run(in_process, tmp_path)
     real_replace, real_savez = ck.os.replace, ck.np.savez
     if where == "rename":          # the temporary file was written, the rename fails
         def full(src, dst):
@@ -264,9 +269,7 @@ def test_a_full_disk_during_train_exits_1_naming_the_file_and_keeps_the_previous
 def test_a_nan_or_inf_loss_stops_train_with_exit_1_naming_epoch_and_iteration(
         in_process, tmp_path, monkeypatch, capsys, bad):
     import minis2s.models.seq2seq as s2s
-    assert in_process(["train", *TINY, "--epochs", "1", "--out", "run"]) == 0
-    last = tmp_path / "run" / "last.npz"
-    before = last.read_bytes()
+    last, before = _one_epoch_run(in_process, tmp_path)
     done = load_checkpoint(last)["trainer"]["iteration"]
     real_loss = s2s.Seq2Seq.loss
     calls = {"n": 0}

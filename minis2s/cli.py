@@ -14,6 +14,7 @@ import warnings
 from dataclasses import fields
 
 from . import __version__
+from .metrics import format_ppl
 
 
 # ------------------------------------------------------------------------ argument types
@@ -243,7 +244,7 @@ def cmd_train(args) -> int:
     for name, m in result.items():
         if isinstance(m, dict):
             print(f"{name}: exact match {100 * m['exact_match']:.1f}%  token accuracy "
-                  f"{100 * m['token_acc']:.1f}%  BLEU {m['bleu']:.1f}  perplexity {m['ppl']:.4f}  "
+                  f"{100 * m['token_acc']:.1f}%  BLEU {m['bleu']:.1f}  perplexity {format_ppl(m['ppl'], 0)}  "
                   f"({m['decoded']} sentences)")
     print(f"model saved in {result['run_dir']}  ({result['time']:.0f}s)")
     return 0
@@ -312,7 +313,7 @@ def cmd_evaluate(args) -> int:
     else:
         print(f"exact match {100 * metrics['exact_match']:.2f}%  token accuracy "
               f"{100 * metrics['token_acc']:.2f}%  BLEU {metrics['bleu']:.2f}  cross-entropy "
-              f"{metrics['cross_entropy']:.4f}  perplexity {metrics['ppl']:.4f}  "
+              f"{metrics['cross_entropy']:.4f}  perplexity {format_ppl(metrics['ppl'], 0)}  "
               f"({metrics['sentences']} sentences)")
     return 0
 

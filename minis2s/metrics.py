@@ -54,7 +54,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = [
-    "information_content", "entropy", "cross_entropy", "kl_divergence", "perplexity",
+    "information_content", "entropy", "cross_entropy", "kl_divergence", "perplexity", "format_ppl",
     "cross_entropy_from_perplexity", "CorpusStats", "token_accuracy", "exact_match",
     "corpus_bleu", "bleu_details",
 ]
@@ -127,6 +127,14 @@ def perplexity(cross_entropy_nats: float) -> float:
         return math.exp(cross_entropy_nats)
     except OverflowError:
         return math.inf
+
+
+def format_ppl(ppl: float, width: int = 8, decimals: int = 4) -> str:
+    """A perplexity for a printed line: fixed-point (``1.0032``) while it reads well, ``%g`` form
+    (``1.014e+304``) when it is huge, so a diverging run prints no 300-digit numbers."""
+    if math.isfinite(ppl) and ppl < 1e6:
+        return f"{ppl:{width}.{decimals}f}"
+    return f"{ppl:{width}.{decimals}g}"
 
 
 def cross_entropy_from_perplexity(ppl: float) -> float:

@@ -18,7 +18,6 @@ backward -> clip the global gradient norm -> optimizer step.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
@@ -36,12 +35,10 @@ from grad.tensor import Tensor, no_grad
 from .checkpoint import (FORMAT_VERSION, atomic_write, load_checkpoint, read_json, save_checkpoint,
                          write_json)
 from .engine import Engine, Events
+from .guard import DivergenceGuard, TrainingError, param_norm
+from .metrics import format_ppl, perplexity
 from .models import Seq2Seq
 from .runs import RunLock, prepare_data, Prepared
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the message says where."""
 
 
 @dataclass
@@ -172,7 +169,7 @@ def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_li
     sums = make_evaluator(model).run(batches, max_epochs=1).metrics
     nll, n_tokens, n_correct = sums["nll"], sums["tokens"], sums["correct"]
     ce = nll / max(n_tokens, 1)
-    metrics = {"loss": ce, "ppl": math.exp(min(ce, 700.0)), "token_acc": n_correct / max(n_tokens, 1)}
+    metrics = {"loss": ce, "ppl": perplexity(ce), "token_acc": n_correct / max(n_tokens, 1)}
     limit = n if decode_limit is None else min(n, decode_limit)
     hyps, refs = [], []
     order = list(range(limit))
@@ -193,11 +190,6 @@ def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_li
     metrics["decoded"] = limit
     model.train(was_training)
     return metrics
-
-
-def _param_norm(model) -> float:
-    xp = B.xp
-    return math.sqrt(sum(float(xp.sum(p.data * p.data)) for p in model.parameters()))
 
 
 # =============================================================================== training
@@ -294,27 +286,45 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
         rng = np.random.default_rng([cfg.seed, epoch])
         return [collate(src_ids, tgt_ids, idx) for idx in make_batches(lengths, cfg.batch_size, True, rng)]
 
+    guard = DivergenceGuard()
+    named_params = list(model.named_parameters())
+
+    def diverged(engine, what: str, can_skip: bool = True):
+        """Stop (exit 1, last good checkpoint untouched) or, under --nan-policy skip, skip."""
+        where = f"epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+        if cfg.nan_policy == "skip" and can_skip:
+            tracker["skipped"] += 1
+            guard.warn_once("skip", f"skipped the batch at {where}: {what} (--nan-policy skip; "
+                                    "further skipped batches are counted in log.jsonl, not shown)")
+            return {"loss": float("nan"), "skipped": True}
+        saved = (f"the last good checkpoint in {run_dir} is untouched"
+                 if (run_dir / "last.npz").exists() else "no checkpoint had been saved yet")
+        hint = ("try a lower --lr, or --nan-policy skip" if can_skip else
+                "--nan-policy skip cannot undo an update that was already applied; try a lower --lr")
+        raise TrainingError(f"{what} at {where}; {saved} ({hint})")
+
     def train_step(engine, batch):
         model.train()
         src, sl, tin, tout = to_device(batch)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # NaN/inf: checked below
+        with guard.step():
             total = model.loss(src, sl, tin, tout, tf_ratio=cfg.tf_ratio, generator=tf_gen,
                                label_smoothing=cfg.label_smoothing, reduction="sum")
-        loss = total / float(batch.n_tokens)
-        value = loss.item()
-        if not math.isfinite(value):
-            where = f"epoch {engine.state.epoch}, iteration {engine.state.iteration}"
-            if cfg.nan_policy == "skip":
-                tracker["skipped"] += 1
-                return {"loss": value, "skipped": True}
-            saved = (f"the last good checkpoint in {run_dir} is untouched"
-                     if (run_dir / "last.npz").exists() else "no checkpoint had been saved yet")
-            raise TrainingError(f"the loss became {value} at {where}; {saved} "
-                                "(try a lower --lr, or --nan-policy skip)")
-        optimizer.zero_grad()
-        loss.backward()
-        gnorm = clip_grad_norm_(params, cfg.max_grad_norm).item()
-        optimizer.step()
+            loss = total / float(batch.n_tokens)
+            value = loss.item()
+            problem = guard.check_loss(value)
+            if problem:
+                return diverged(engine, problem)
+            optimizer.zero_grad()
+            loss.backward()
+            gnorm = clip_grad_norm_(params, cfg.max_grad_norm).item()
+            problem = guard.check_grad_norm(gnorm)
+            if problem:
+                optimizer.zero_grad()
+                return diverged(engine, problem)
+            optimizer.step()
+            problem = guard.check_params(named_params)
+            if problem:
+                return diverged(engine, problem, can_skip=False)
         tracker["epoch_nll"] += value * batch.n_tokens
         tracker["epoch_tokens"] += batch.n_tokens
         tracker["epoch_gnorm"] += gnorm
@@ -376,9 +386,9 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
         metrics = evaluate(model, prep, "valid", decode_limit=cfg.valid_decode_limit)
         train_ce = tracker["epoch_nll"] / max(tracker["epoch_tokens"], 1)
         record = {"epoch": engine.state.epoch, "iteration": engine.state.iteration,
-                  "lr": optimizer.lr, "train_loss": train_ce, "train_ppl": math.exp(min(train_ce, 700)),
+                  "lr": optimizer.lr, "train_loss": train_ce, "train_ppl": perplexity(train_ce),
                   **{f"valid_{k}": v for k, v in metrics.items()},
-                  "param_norm": _param_norm(model),
+                  "param_norm": param_norm(params),
                   "grad_norm": tracker["epoch_gnorm"] / max(tracker["epoch_steps"], 1),
                   "skipped_batches": tracker["skipped"],
                   "time": round(time.time() - tracker["epoch_start"], 2)}
@@ -398,8 +408,8 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
         with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         save_checkpoint(run_dir / "last.npz", model, optimizer, state)
-        log(f"epoch {record['epoch']:>2}  train ppl {record['train_ppl']:8.4f}  valid ppl "
-            f"{metrics['ppl']:8.4f}  token acc {100 * metrics['token_acc']:5.1f}%  exact "
+        log(f"epoch {record['epoch']:>2}  train ppl {format_ppl(record['train_ppl'])}  valid ppl "
+            f"{format_ppl(metrics['ppl'])}  token acc {100 * metrics['token_acc']:5.1f}%  exact "
             f"{100 * metrics['exact_match']:5.1f}%  BLEU {metrics['bleu']:5.1f}  ({record['time']:.0f}s)"
             + ("  *" if improved else ""))
         if cfg.patience is not None and tracker["bad_epochs"] >= cfg.patience:
@@ -413,7 +423,8 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
 
     old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     try:
-        trainer.run(epoch_batches, max_epochs=cfg.epochs)
+        with guard.run():
+            trainer.run(epoch_batches, max_epochs=cfg.epochs)
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
@@ -429,8 +440,9 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
         model.load_state_dict(best["model"])
     split = "test" if "test" in prep.ids else "valid"
     result = {"run_dir": str(run_dir), "split": split, "time": time.time() - start_time}
-    for name in [s for s in prep.ids if s.startswith("test")] or [split]:
-        result[name] = evaluate(model, prep, name, decode_limit=None)
+    with guard.run():
+        for name in [s for s in prep.ids if s.startswith("test")] or [split]:
+            result[name] = evaluate(model, prep, name, decode_limit=None)
     return result
 
 

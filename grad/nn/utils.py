@@ -8,7 +8,9 @@ from ..tensor import Tensor
 def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
 
-    Returns the norm before clipping as a 0-d tensor. The scale ``min(1, max_norm / (norm + 1e-6))``
+    Returns the norm before clipping as a 0-d tensor (in the gradients' dtype). The squares are
+    summed in float64, so a large but finite float32 gradient never reads as an infinite norm
+    (which would make the scale 0 and silently skip the update). The scale ``min(1, max_norm / (norm + 1e-6))``
     is computed on the device, so no value is copied to the host (no synchronisation on a GPU)
     unless the caller asks for it with ``.item()``.
 
@@ -20,10 +22,11 @@ def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
     if not params:
         return Tensor(B.new((), 0.0, "float32"))
     total = None
-    for p in params:
-        sq = xp.sum(p.grad * p.grad)
+    for p in params:                       # summed in float64: finite for any finite gradient
+        g64 = xp.astype(p.grad, xp.float64)
+        sq = xp.sum(g64 * g64)
         total = sq if total is None else total + sq
-    norm = xp.sqrt(total)
+    norm = xp.astype(xp.sqrt(total), params[0].grad.dtype)
     ratio = max_norm / (norm + 1e-6)                                  # 0-d, on the device
     scale = xp.minimum(B.full((), 1.0, like=ratio), ratio)            # min(1, ratio), no sync
     for p in params:

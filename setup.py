@@ -16,7 +16,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["grad", "grad.*", "minis2s", "minis2s.*"]),
-    install_requires=["numpy>=2", "tqdm"],
+    install_requires=["numpy>=2", "tqdm", "threadpoolctl"],
     extras_require={
         "test": ["pytest", "hypothesis", "array-api-strict", "pytest-xdist"],
         "plot": ["matplotlib"],

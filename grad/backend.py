@@ -287,6 +287,39 @@ def tune_host_allocator() -> bool:
     return _allocator_tuned
 
 
+# ----------------------------------------------------------------------------- BLAS threads
+def _threadpoolctl():
+    try:
+        import threadpoolctl
+    except ImportError:
+        raise BackendError("setting BLAS threads needs the threadpoolctl package "
+                           "(pip install threadpoolctl; minis2s installs it)") from None
+    return threadpoolctl
+
+
+def set_num_threads(n: int) -> None:
+    """Run the host BLAS (NumPy's OpenBLAS or MKL) with ``n`` threads from now on, for the whole
+    process, through threadpoolctl -- the library's own call, which works after NumPy has
+    loaded (environment variables such as ``OPENBLAS_NUM_THREADS`` are read only at load time)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of BLAS threads must be a positive integer, got {n!r}")
+    _threadpoolctl().threadpool_limits(limits=n, user_api="blas")
+
+
+def get_num_threads() -> int | None:
+    """The thread count the host BLAS reports now (None when no BLAS library is found)."""
+    counts = [i["num_threads"] for i in blas_info()]
+    return max(counts) if counts else None
+
+
+def blas_info() -> list[dict]:
+    """What threadpoolctl sees of the loaded BLAS libraries: name, kernel (``architecture``),
+    version and thread count, one dict per library."""
+    keys = ("internal_api", "version", "architecture", "num_threads")
+    return [{k: i.get(k) for k in keys} for i in _threadpoolctl().threadpool_info()
+            if i.get("user_api") == "blas"]
+
+
 # ----------------------------------------------------------------------------- random numbers
 class Generator:
     """A seeded source of random numbers, drawn on the host with NumPy's PCG64 and moved to the

@@ -60,6 +60,20 @@ def _warnings_to_stderr():
         yield
 
 
+def add_threads_option(parser) -> None:
+    """``--threads N|auto`` on every command that computes (minis2s/threads.py says how auto chooses)."""
+    from .threads import threads_arg
+    parser.add_argument("--threads", type=threads_arg, default="auto", metavar="N|auto",
+                        help="BLAS threads (default auto: the idle cores this process may use, "
+                             "1 for small models)")
+
+
+def set_threads(args, hidden_size=None) -> dict:
+    """Apply ``--threads``; returns the choice (minis2s.threads.apply_threads)."""
+    from .threads import apply_threads
+    return apply_threads(getattr(args, "threads", "auto"), hidden_size)
+
+
 def _task_names():
     from .data.tasks import TASKS
     return sorted(TASKS)
@@ -119,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/TASK, numbered if taken)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR (--epochs is the total)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_option(run)
     t.set_defaults(func=cmd_train)
 
     tr = sub.add_parser("translate", help="translate sentences with a trained model")
@@ -132,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-output-length", type=_positive_int, metavar="L")
     tr.add_argument("--plot-attention", metavar="FILE.png", help="draw the first sentence's attention")
     tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    add_threads_option(tr)
     tr.set_defaults(func=cmd_translate)
 
     ev = sub.add_parser("evaluate", help="score a trained model on a TSV file")
@@ -140,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam-size", type=_positive_int, default=1)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    add_threads_option(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     pl = sub.add_parser("plot", help="plot a run's loss and perplexity curves")
@@ -215,7 +232,7 @@ def tune_allocator() -> None:
 
 # A resumed run keeps the data, model and optimisation settings it was started with; only these
 # may be given again.
-_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "command", "func"}
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "threads", "command", "func"}
 
 
 def _check_resume_options(args) -> None:
@@ -239,8 +256,13 @@ def cmd_train(args) -> int:
         _check_resume_options(args)
     cfg = _train_config(args)
     _use_device(cfg.device)
+    hidden = _saved_hidden_size(args.resume) if args.resume else cfg.hidden_size
+    threads = set_threads(args, hidden)
+    print(threads["header"], flush=True)
     with _warnings_to_stderr():
-        result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True))
+        result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True),
+                     run_info={"blas_threads": threads["blas_threads"],
+                               "threads_reason": threads["threads_reason"]})
     for name, m in result.items():
         if isinstance(m, dict):
             print(f"{name}: exact match {100 * m['exact_match']:.1f}%  token accuracy "
@@ -260,12 +282,23 @@ def _read_lines(path):
     return [line.rstrip("\r\n") for line in sys.stdin]
 
 
+def _saved_hidden_size(run_dir):
+    """The hidden size a run or model directory was trained with (None when unreadable: the
+    command that reads the directory reports the problem)."""
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            return int(json.load(f)["model"]["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cmd_translate(args) -> int:
     from . import load
     if args.n_best > args.beam_size:
         raise UsageError(f"--n-best ({args.n_best}) cannot be larger than --beam-size ({args.beam_size})")
     _use_device(args.device)
     model = load(args.model)
+    set_threads(args, _saved_hidden_size(args.model))
     lines = _read_lines(args.input)
     with _warnings_to_stderr():
         results = model.translate(lines, beam_size=args.beam_size, n_best=args.n_best,
@@ -299,6 +332,7 @@ def cmd_evaluate(args) -> int:
     from .train import evaluate
     _use_device(args.device)
     model = load(args.model)
+    set_threads(args, _saved_hidden_size(args.model))
     pairs = read_tsv(args.data).pairs
     toks = [(model.src_tokenizer.tokenize(s)[:model.max_length], model.tgt_tokenizer.tokenize(t))
             for s, t in pairs]

@@ -193,9 +193,11 @@ def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_li
 
 
 # =============================================================================== training
-def fit(cfg: TrainConfig, resume: str | None = None, log=print) -> dict:
+def fit(cfg: TrainConfig, resume: str | None = None, log=print, run_info: dict | None = None) -> dict:
     """Train a model as ``cfg`` says (or continue the run in ``resume``); returns a summary with
-    the test metrics and the run directory."""
+    the test metrics and the run directory. ``run_info`` (e.g. the BLAS thread count) is
+    recorded in every log.jsonl line; it describes how this process ran, not the model, so a
+    run may resume with other values."""
     if cfg.device == "cuda":
         B.use("cupy")          # raises a clear BackendError when no GPU is usable
     run_dir = Path(resume) if resume else _new_run_dir(cfg)
@@ -203,7 +205,7 @@ def fit(cfg: TrainConfig, resume: str | None = None, log=print) -> dict:
     lock = RunLock(run_dir)
     with lock:
         _remove_temporaries(run_dir)
-        return _fit_locked(cfg, run_dir, resume is not None, log)
+        return _fit_locked(cfg, run_dir, resume is not None, log, run_info or {})
 
 
 def _trim_log(path: Path, iteration: int) -> None:
@@ -250,7 +252,7 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
     return out
 
 
-def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
+def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log, run_info: dict) -> dict:
     start_time = time.time()
     ckpt = None
     if resuming:
@@ -391,7 +393,7 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log) -> dict:
                   "param_norm": param_norm(params),
                   "grad_norm": tracker["epoch_gnorm"] / max(tracker["epoch_steps"], 1),
                   "skipped_batches": tracker["skipped"],
-                  "time": round(time.time() - tracker["epoch_start"], 2)}
+                  "time": round(time.time() - tracker["epoch_start"], 2), **run_info}
         score = metrics[cfg.select_metric]
         improved = _better(cfg.select_metric, score, tracker["best"])
         if improved:

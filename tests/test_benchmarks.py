@@ -66,3 +66,13 @@ def test_ops_overhead_runs():
 def test_lstm_cell_benchmark_runs():
     text = run("lstm_cell.py", "--repeat", "2")
     assert "speed-up" in text
+
+
+def test_contention_benchmark_runs_and_reports_the_threads_it_used(tmp_path):
+    out_json = tmp_path / "contention.json"
+    text = run("contention.py", "--repeat", "1", "--busy", "0", "--threads", "1",
+               "--workloads", "step", "--json", str(out_json))
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [(r["workload"], r["busy"], r["threads"], r["blas_threads"]) for r in rows] == \
+        [("step", 0, "1", [1])]
+    assert rows[0]["slowdown"] == 1.0 and "vs best alone" in text

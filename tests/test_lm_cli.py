@@ -42,7 +42,8 @@ def test_lm_compare_markov_prints_every_row_of_the_table(tmp_path):
     r = _cli(["lm", "compare", "--builtin", "markov", "--epochs", "1", "--hidden-size", "16",
               "--emb-size", "8"], tmp_path)
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    header, *lines = r.stdout.splitlines()
+    assert header == "1 BLAS thread (auto: hidden size 16 < 64, a second thread gains little)"
     assert lines[0].startswith("corpus: name=markov") and "matching_ngram_order=3" in lines[0]
     info = dict(kv.split("=", 1) for kv in lines[0][len("corpus: "):].split(", "))
     best = float(info["best_perplexity"])

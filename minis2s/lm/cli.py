@@ -6,7 +6,7 @@ import sys
 
 
 def add_lm_parser(sub) -> None:
-    from ..cli import _nonneg_int, _positive_float, _positive_int, _unit_float
+    from ..cli import _nonneg_int, _positive_float, _positive_int, _unit_float, add_threads_option
     from .training import LMConfig
     d = LMConfig()
     lm = sub.add_parser("lm", help="language models: n-gram and LSTM")
@@ -36,6 +36,7 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--seed", type=_nonneg_int, default=d.seed)
     t.add_argument("--out", metavar="DIR")
     t.add_argument("--quiet", action="store_true")
+    add_threads_option(t)
     t.set_defaults(func=cmd_lm_train)
 
     s = lsub.add_parser("score", help="log-probability and perplexity of each line")
@@ -43,6 +44,7 @@ def add_lm_parser(sub) -> None:
     s.add_argument("--input", metavar="FILE",
                    help="default: standard input; one sentence per line, a blank line is the empty sentence")
     s.add_argument("--rank", action="store_true", help="order the lines from most to least probable")
+    add_threads_option(s)
     s.set_defaults(func=cmd_lm_score)
 
     g = lsub.add_parser("generate", help="sample sentences from an LSTM language model")
@@ -54,6 +56,7 @@ def add_lm_parser(sub) -> None:
     g.add_argument("--prompt", metavar="TEXT")
     g.add_argument("--max-length", type=_positive_int, default=50)
     g.add_argument("--seed", type=_nonneg_int, default=0)
+    add_threads_option(g)
     g.set_defaults(func=cmd_lm_generate)
 
     c = lsub.add_parser("compare", help="test perplexity of n-grams (orders 1-5) and an LSTM")
@@ -63,6 +66,7 @@ def add_lm_parser(sub) -> None:
     c.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
     c.add_argument("--max-order", type=_positive_int, default=5)
     c.add_argument("--seed", type=_nonneg_int, default=0)
+    add_threads_option(c)
     c.set_defaults(func=cmd_lm_compare)
     lm.set_defaults(func=lambda args: lm.print_help() or 0)
 
@@ -77,10 +81,13 @@ def _lines(path):
 def cmd_lm_train(args) -> int:
     from dataclasses import fields
     from .training import LMConfig, fit_lm
-    from ..cli import tune_allocator
+    from ..cli import set_threads, tune_allocator
     tune_allocator()
     names = {f.name for f in fields(LMConfig)}
     cfg = LMConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    threads = set_threads(args, cfg.hidden_size if cfg.model == "lstm" else None)
+    if not cfg.quiet:
+        print(threads["header"], flush=True)
     figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True))
     print(f"valid perplexity {figures['valid_ppl']:.3f}  test perplexity {figures['test_ppl']:.3f}")
     print(f"model saved in {figures['run_dir']}  ({figures['time']:.0f}s)")
@@ -92,7 +99,9 @@ def cmd_lm_score(args) -> int:
     stripped as training strips its corpus lines; a blank line is scored as the empty sentence
     (the single event ``</s>`` right after ``<s>``), not skipped, so outputs stay aligned."""
     from .training import load_lm
+    from ..cli import _saved_hidden_size, set_threads
     lm = load_lm(args.model)
+    set_threads(args, _saved_hidden_size(args.model))
     lines = _lines(args.input)
     scores = lm.score([l.strip() for l in lines])
     rows = list(zip(lines, scores))
@@ -112,7 +121,9 @@ def cmd_lm_score(args) -> int:
 
 def cmd_lm_generate(args) -> int:
     from .training import load_lm
+    from ..cli import _saved_hidden_size, set_threads
     lm = load_lm(args.model)
+    set_threads(args, _saved_hidden_size(args.model))
     for text in lm.generate(args.n, args.max_length, args.temperature, args.top_k, args.greedy,
                             args.prompt, args.seed):
         print(text)
@@ -121,8 +132,9 @@ def cmd_lm_generate(args) -> int:
 
 def cmd_lm_compare(args) -> int:
     from .training import compare
-    from ..cli import tune_allocator
+    from ..cli import set_threads, tune_allocator
     tune_allocator()
+    print(set_threads(args, args.hidden_size)["header"], flush=True)
     rows, info = compare(args.builtin, dict(epochs=args.epochs, hidden_size=args.hidden_size,
                                             emb_size=args.emb_size, quiet=True),
                          orders=range(1, args.max_order + 1), seed=args.seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,15 +173,55 @@ def torch_model(cfg: dict, weights: str | None = None, device: str = "cpu"):
 
 
 # ----------------------------------------------------------------------------- processes
-def worker_env(framework: str, threads: int) -> dict:
-    """The environment of a worker: ``threads`` BLAS/OpenMP threads, and OpenMP threads that
-    sleep instead of spinning when idle, so an idle worker leaves the cores to the other."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+# Variables that change how a framework threads or waits (OpenMP, MKL, OpenBLAS thread counts,
+# wait policies, spin counts). A worker runs with none of them: each framework as its users run
+# it, at its defaults, with only its thread count set by its own call (``torch.set_num_threads``;
+# ``grad.backend.set_num_threads`` through threadpoolctl for NumPy's BLAS). The BLAS *kernel*
+# choice (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE) is left as the machine has it.
+THREADING_VARIABLES = re.compile(r"^(OMP_|GOMP_|KMP_|MKL_|OPENBLAS_NUM_THREADS|OPENBLAS_MAIN_FREE|"
+                                 r"GOTO_NUM_THREADS|BLIS_NUM_THREADS|VECLIB_MAXIMUM_THREADS|"
+                                 r"NUMEXPR_|TORCH_|ATEN_)")
+
+
+# threadpoolctl sets this one on import: it lets two OpenMP runtimes load in one process and
+# changes no thread count or wait policy, so it is no handicap to either side.
+NOT_THREADING = {"KMP_DUPLICATE_LIB_OK"}
+START_ENV = dict(os.environ)      # this process's environment before any library could add to it
+
+
+def worker_env() -> dict:
+    """The environment of a worker: this one without any threading or wait-policy variable."""
+    env = {k: v for k, v in os.environ.items() if not THREADING_VARIABLES.match(k)}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     return env
+
+
+def set_threads(framework: str, threads: int) -> None:
+    """The one threading setting of a worker, by the framework's own call."""
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads)
+    else:
+        from grad import backend
+        backend.set_num_threads(threads)
+
+
+def describe_process() -> dict:
+    """What a running worker really has: threading variables in its environment (there must be
+    none), its BLAS libraries' thread counts and kernels (threadpoolctl), PyTorch's intra- and
+    inter-op thread counts where PyTorch is loaded."""
+    from threadpoolctl import threadpool_info
+    info = {"threading_env": {k: v for k, v in os.environ.items()
+                              if THREADING_VARIABLES.match(k) and k not in NOT_THREADING},
+            "threading_env_at_start": {k: v for k, v in START_ENV.items() if THREADING_VARIABLES.match(k)},
+            "blas": [{"library": i.get("internal_api"), "kernel": i.get("architecture"),
+                      "threads": i.get("num_threads"), "path": i.get("filepath")}
+                     for i in threadpool_info() if i.get("user_api") == "blas"]}
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch_interop_threads"] = torch.get_num_interop_threads()
+    return info
 
 
 class Worker:
@@ -189,9 +230,8 @@ class Worker:
     def __init__(self, script: str, framework: str, args: list[str], threads: int):
         self.framework = framework
         self.proc = subprocess.Popen(
-            [sys.executable, script, "--worker", framework, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=worker_env(framework, threads))
+            [sys.executable, script, "--worker", framework, "--worker-threads", str(threads), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env())
         self.hello = self._read()
 
     def _read(self) -> dict:
@@ -216,12 +256,16 @@ def add_worker_arguments(parser) -> None:
     import argparse
     parser.add_argument("--worker", choices=["minis2s", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
 
 
 def run_worker(args, minis2s_worker, torch_worker) -> bool:
     """If ``args`` ask for a worker, run it (until its stdin closes) and return True."""
     if args.worker is None:
         return False
+    if args.worker == "torch":
+        import torch  # noqa: F401  (loaded before its threads are set)
+    set_threads(args.worker, args.worker_threads)
     (minis2s_worker if args.worker == "minis2s" else torch_worker)(args)
     return True
 
@@ -232,6 +276,7 @@ def serve(handlers: dict, hello: dict) -> None:
     sys.stdout = sys.stderr                     # stray prints must not break the protocol
     out.write(json.dumps(hello) + "\n")
     out.flush()
+    handlers = {"describe": describe_process, **handlers}
     for line in sys.stdin:
         request = json.loads(line)
         reply = handlers[request.pop("cmd")](**request)

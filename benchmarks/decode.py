@@ -64,7 +64,6 @@ def minis2s_worker(args) -> None:
 
 def torch_worker(args) -> None:
     import torch
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = common.CONFIGS[args.config]
     model = common.torch_model(cfg, args.weights)
     model.eval()

@@ -150,8 +150,6 @@ def minis2s_worker(args) -> None:
 
 def torch_worker(args) -> None:
     import torch
-    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    torch.set_num_threads(threads)
     allocator = common.set_allocator(args.malloc)
     base = common.memory_mb()["rss"]
     cfg = common.CONFIGS[args.config]
@@ -193,6 +191,21 @@ def summarize(times, n_tokens) -> dict:
             "tokens_per_s": n_tokens / med}
 
 
+def solo_run(script, framework, wargs, args) -> dict:
+    """One framework alone: its own worker, warm-up and timed steps, no other worker alive."""
+    n_tokens = sum(d["n_tokens"] for d in common.make_batches(common.CONFIGS[args.config])) / 4.0
+    worker = common.Worker(script, framework, wargs, args.threads)
+    try:
+        worker.ask(cmd="run", n=max(1, args.warmup))
+        times = worker.ask(cmd="run", n=args.steps)["times"]
+        memory = worker.ask(cmd="memory")
+    finally:
+        worker.close()
+    r = summarize(times, n_tokens)
+    r["peak_memory_mb"] = memory["peak"] - memory["base"]
+    return r
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(common.CONFIGS), default="tiny")
@@ -207,6 +220,9 @@ def main(argv=None) -> int:
                              "(grad.backend.tune_host_allocator, what the minis2s trainer does), "
                              "'default' is the C library's own policy (default: tuned)")
     parser.add_argument("--no-torch", action="store_true", help="time minis2s only")
+    parser.add_argument("--solo", action="store_true",
+                        help="also time each framework alone, in turn, with no other worker alive "
+                             "(reported beside the alternated figures)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     common.add_worker_arguments(parser)
     args = parser.parse_args(argv)
@@ -264,10 +280,15 @@ def main(argv=None) -> int:
         r["peak_memory_mb"] = m["peak"] - m["base"]
         r["first_loss"] = losses[name][0]
         results["frameworks"][name] = r
+    if args.solo:
+        results["solo"] = {name: solo_run(script, name, wargs, args) for name in times}
     ours = results["frameworks"]["minis2s"]
     if "torch" in results["frameworks"]:
         results["ratio_time"] = ours["median_s"] / results["frameworks"]["torch"]["median_s"]
         results["ratio_memory"] = ours["peak_memory_mb"] / results["frameworks"]["torch"]["peak_memory_mb"]
+        if args.solo:
+            results["solo_ratio_time"] = (results["solo"]["minis2s"]["median_s"]
+                                          / results["solo"]["torch"]["median_s"])
     if floor is not None:
         results["gemm_flops"] = floor["flops"]
         results["gemm_floor_s"] = floor["seconds"]
@@ -295,6 +316,14 @@ def report(r: dict) -> None:
               f"{f['peak_memory_mb']:>8.1f} {f['first_loss']:>11.6f}")
     if "ratio_time" in r:
         print(f"minis2s / PyTorch: time {r['ratio_time']:.3f}, peak memory {r['ratio_memory']:.3f}")
+    if "solo" in r:
+        for name, f in r["solo"].items():
+            print(f"{name:<10} solo {f['median_s'] * 1e3:>7.1f}ms  (p25-p75 {f['p25_s'] * 1e3:.1f}-"
+                  f"{f['p75_s'] * 1e3:.1f}ms, peak {f['peak_memory_mb']:.1f} MB); alternated "
+                  f"{r['frameworks'][name]['median_s'] * 1e3:.1f}ms "
+                  f"({r['frameworks'][name]['median_s'] / f['median_s']:.3f}x solo)")
+        if "solo_ratio_time" in r:
+            print(f"minis2s / PyTorch, solo: time {r['solo_ratio_time']:.3f}")
     if "gemm_floor_s" in r:
         line = (f"GEMM floor: {r['gemm_flops'] / 1e9:.1f} GFLOP of matrix products take "
                 f"{r['gemm_floor_s'] * 1e3:.1f} ms in plain NumPy "

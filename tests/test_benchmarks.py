@@ -76,3 +76,32 @@ def test_contention_benchmark_runs_and_reports_the_threads_it_used(tmp_path):
     assert [(r["workload"], r["busy"], r["threads"], r["blas_threads"]) for r in rows] == \
         [("step", 0, "1", [1])]
     assert rows[0]["slowdown"] == 1.0 and "vs best alone" in text
+
+
+def test_workers_run_each_framework_at_its_defaults_with_only_its_thread_count_set(
+        tmp_path, monkeypatch):
+    """Asks each RUNNING worker what it has: no threading or wait-policy variable may reach it
+    (even when the parent has them), and the thread counts are those asked for, set by each
+    framework's own call."""
+    pytest.importorskip("threadpoolctl", reason="the workers report their BLAS through threadpoolctl")
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import common
+    for var, value in [("OMP_WAIT_POLICY", "PASSIVE"), ("OMP_NUM_THREADS", "1"),
+                       ("KMP_BLOCKTIME", "0"), ("OPENBLAS_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")]:
+        monkeypatch.setenv(var, value)
+    weights = str(tmp_path / "w.npz")
+    common.save_weights(common.build_minis2s(common.CONFIGS["tiny"]), weights)
+    script = os.path.join(ROOT, "benchmarks", "train_step.py")
+    wargs = ["--config", "tiny", "--device", "cpu", "--weights", weights, "--malloc", "default"]
+    frameworks = ["minis2s"] + (["torch"] if HAVE_TORCH else [])
+    for framework in frameworks:
+        worker = common.Worker(script, framework, wargs, threads=2)
+        try:
+            seen = worker.ask(cmd="describe")
+        finally:
+            worker.close()
+        assert seen["threading_env_at_start"] == {} and seen["threading_env"] == {}, framework
+        if framework == "minis2s":
+            assert seen["blas"] and all(b["threads"] == 2 and b["kernel"] for b in seen["blas"])
+        else:
+            assert seen["torch_threads"] == 2 and seen["torch_interop_threads"] >= 1

@@ -1,0 +1,58 @@
+"""The benchmark's PyTorch model timed in a plain script, as a PyTorch user would run it.
+
+    python benchmarks/torch_standalone.py --config tiny|small|medium [--threads N] [--steps 20]
+
+No worker process, no other framework alive, no environment variable set: ``torch.set_num_threads``
+is the only setting. Same model (``common.torch_model``), same weights and batches as
+benchmarks/train_step.py, so its median is the check that the fixed benchmark runs PyTorch at
+full speed (docs/performance.md compares the two).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(common.CONFIGS), default="small")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    cfg = common.CONFIGS[args.config]
+    weights = os.path.join(tempfile.mkdtemp(prefix="minis2s-bench-"), "weights.npz")
+    common.save_weights(common.build_minis2s(cfg), weights)
+    model = common.torch_model(cfg, weights)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = [tuple(torch.from_numpy(d[k]) for k in ("src", "src_lengths", "tgt_in", "tgt_out"))
+               for d in common.make_batches(cfg)]
+    times = []
+    for i in range(args.warmup + args.steps):
+        src, sl, tin, tout = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        loss = model.loss(src, sl, tin, tout)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    print(f"PyTorch {torch.__version__} standalone, config {args.config}, "
+          f"{torch.get_num_threads()} threads: median {statistics.median(times) * 1e3:.1f} ms over "
+          f"{len(times)} steps (min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

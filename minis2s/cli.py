@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--task", required=True, choices=_task_names())
     da.add_argument("--out", required=True, metavar="DIR")
     da.add_argument("--seed", type=_nonneg_int, default=0)
+    for split in ("train", "valid", "test"):
+        da.add_argument(f"--n-{split}", type=_positive_int, metavar="N",
+                        help=f"{split} pairs (default: the task's; as for 'minis2s train')")
     da.set_defaults(func=cmd_data)
 
     try:
@@ -328,12 +331,16 @@ def cmd_translate(args) -> int:
 def cmd_evaluate(args) -> int:
     from . import load
     from .data.parallel import read_tsv
-    from .runs import Prepared, _encode
+    from .runs import Prepared, _encode, seen_in_training
     from .train import evaluate
     _use_device(args.device)
     model = load(args.model)
     set_threads(args, _saved_hidden_size(args.model))
     pairs = read_tsv(args.data).pairs
+    seen = seen_in_training(args.model, [s for s, _ in pairs])
+    if seen:
+        print(f"minis2s: warning: {seen} of {len(pairs)} sources in {args.data} are in the training "
+              f"data of {args.model}: these metrics are not those of unseen data", file=sys.stderr)
     toks = [(model.src_tokenizer.tokenize(s)[:model.max_length], model.tgt_tokenizer.tokenize(t))
             for s, t in pairs]
     prep = Prepared(model.src_tokenizer, model.tgt_tokenizer, model.src_vocab, model.tgt_vocab,
@@ -368,7 +375,8 @@ def cmd_tasks(args) -> int:
 
 def cmd_data(args) -> int:
     from .data.tasks import write_task
-    paths = write_task(args.task, args.out, seed=args.seed)     # {split: path}
+    paths = write_task(args.task, args.out, seed=args.seed, n_train=args.n_train,
+                       n_valid=args.n_valid, n_test=args.n_test)     # {split: path}
     for path in paths.values():
         print(path)
     return 0

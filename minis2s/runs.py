@@ -6,12 +6,16 @@ translates exactly as the model was trained.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import CheckpointError, FORMAT_VERSION, load_checkpoint, read_json, write_json
+import numpy as np
+
+from .checkpoint import (CheckpointError, FORMAT_VERSION, atomic_write, load_checkpoint, read_json,
+                         write_json)
 
 
 class RunLock:
@@ -67,11 +71,44 @@ class Prepared:
         run_dir = Path(run_dir)
         write_json(run_dir / "src_vocab.json", self.src_vocab.to_dict())
         write_json(run_dir / "tgt_vocab.json", self.tgt_vocab.to_dict())
+        if "train" in self.pairs:
+            digests = source_digests(src for src, _ in self.pairs["train"])
+            atomic_write(run_dir / TRAIN_SOURCES, lambda f: np.save(f, digests, allow_pickle=False))
 
     def data_config(self) -> dict:
         return {"src_tokenizer": self.src_tokenizer.to_dict(),
                 "tgt_tokenizer": self.tgt_tokenizer.to_dict(),
                 "max_length": self.max_length, "task": self.task}
+
+
+# A digest of every training source (the first 8 bytes of its SHA-256, sorted), so that a later
+# ``evaluate`` can tell when its data overlaps what the model was trained on.
+TRAIN_SOURCES = "train_sources.npy"
+
+
+def _digest(source: str) -> int:
+    return int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "big")
+
+
+def source_digests(sources) -> np.ndarray:
+    """Sorted unique 64-bit digests (uint64) of source strings."""
+    return np.array(sorted({_digest(s) for s in sources}), dtype=np.uint64)
+
+
+def seen_in_training(run_dir, sources) -> int | None:
+    """How many of ``sources`` were training sources of the run in ``run_dir`` (None when the
+    run recorded no digest, e.g. one trained before the digest existed)."""
+    path = Path(run_dir) / TRAIN_SOURCES
+    if not path.is_file():
+        return None
+    try:
+        known = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if known.dtype != np.uint64 or known.ndim != 1:
+        return None
+    mine = np.array([_digest(s) for s in sources], dtype=np.uint64)
+    return int(np.isin(mine, known).sum())
 
 
 def _warn_skipped(data) -> int:

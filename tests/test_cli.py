@@ -244,3 +244,21 @@ def test_translate_input_with_a_bad_byte_names_the_file_and_line(trained):
     assert r.returncode == 2
     assert r.stderr.strip() == ("minis2s: error: bad.txt:2: not valid UTF-8 (byte 0xe9 at byte "
                                 "offset 3 of the line: invalid continuation byte)")
+
+
+def test_data_takes_the_sizes_of_train_and_evaluate_warns_about_training_sources(trained, tmp_path):
+    cwd, _ = trained
+    # The trained fixture used --n-train 300: `data` with the same sizes writes its training set.
+    r = run(["data", "--task", "dates", "--out", str(tmp_path / "same"), "--n-train", "300",
+             "--n-valid", "40", "--n-test", "40"], cwd)
+    assert r.returncode == 0, r.stderr
+    lines = {s: (tmp_path / "same" / f"{s}.tsv").read_text(encoding="utf-8").splitlines()
+             for s in ("train", "valid", "test")}
+    assert [len(lines[s]) for s in ("train", "valid", "test")] == [300, 40, 40]
+    mixed = tmp_path / "mixed.tsv"
+    mixed.write_text("\n".join(lines["train"][:7] + lines["test"][:13]) + "\n", encoding="utf-8")
+    r = run(["evaluate", "--model", "model", "--data", str(mixed), "--json"], cwd)
+    assert r.returncode == 0, r.stderr
+    assert f"minis2s: warning: 7 of 20 sources in {mixed} are in the training data of model" in r.stderr
+    r = run(["evaluate", "--model", "model", "--data", str(tmp_path / "same" / "test.tsv"), "--json"], cwd)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

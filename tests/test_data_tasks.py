@@ -6,7 +6,7 @@ import re
 import pytest
 
 from minis2s.data.parallel import read_tsv
-from minis2s.data.tasks import (DATE_FORMS, TASKS, format_date, make_task, number_to_english,
+from minis2s.data.tasks import (DATE_FORMS, TASKS, format_date, make_task, number_to_english, split_of,
                                 number_to_korean, write_task)
 from minis2s.data.tokenizers import get_tokenizer
 
@@ -223,3 +223,33 @@ def test_number_converters_reject_out_of_range():
     for bad in (-1, 10 ** 8):
         with pytest.raises(ValueError):
             number_to_korean(bad)
+
+
+# ----------------------------------------------------------------------------- no test-set leaks
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_valid_and_test_do_not_depend_on_the_training_size_and_never_meet_any_training_set(name):
+    small = make_task(name, n_train=300, n_valid=50, n_test=50)
+    large = make_task(name, n_train=3000, n_valid=50, n_test=50)
+    other_seed = make_task(name, seed=7, n_train=3000, n_valid=50, n_test=50)
+    assert small["valid"] == large["valid"] and small["test"] == large["test"]
+    held_out = {s for split in ("valid", "test") for s, _ in small[split]}
+    for run in (small, large, other_seed):
+        assert not held_out & {s for s, _ in run["train"]}
+    for split in ("train", "valid", "test"):
+        assert all(split_of(name, s) == split for s, _ in other_seed[split])
+
+
+def test_the_numbers_ko_leak_of_the_issue_is_gone():
+    # `train --n-train 6000` then `data` with the default sizes: 286 of 1000 test sources were
+    # in that training set before the splits were fixed by a hash of the source.
+    run = make_task("numbers-ko", n_train=6000)
+    default = make_task("numbers-ko")
+    assert default["test"] == run["test"]
+    assert not {s for s, _ in default["test"]} & {s for s, _ in run["train"]}
+
+
+def test_split_shares_are_80_10_10_of_sources():
+    counts = {"train": 0, "valid": 0, "test": 0}
+    for n in range(20000):
+        counts[split_of("numbers", str(n))] += 1
+    assert 0.09 < counts["valid"] / 20000 < 0.11 and 0.09 < counts["test"] / 20000 < 0.11

@@ -1,8 +1,11 @@
 """Built-in toy translation tasks, generated offline and deterministically from a seed.
 
-Every task draws examples with ``random.Random(seed)``, removes duplicate source strings, and
-splits them into ``train`` / ``valid`` / ``test`` so that no source string appears in two
-splits.  ``make_task(name)`` returns the splits as lists of ``(source, target)`` strings;
+Every source string belongs to one split for good, by a hash of the task name and the string
+(``split_of``): 80% of all possible sources are training sources, 10% validation, 10% test.
+Each split is then drawn from its own seeded stream (``random.Random(f"{seed}:{split}")``),
+keeping the distinct sources that belong to it. So the validation and test splits are the same
+whatever ``n_train`` is, and no training set of any size or seed holds a validation or test
+source.  ``make_task(name)`` returns the splits as lists of ``(source, target)`` strings;
 ``write_task(name, out_dir)`` writes them as ``<split>.tsv`` files.
 
 Tasks
@@ -46,6 +49,7 @@ Tasks
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,17 +282,36 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def _draw_unique(sample: Sampler, rng: random.Random, n: int, seen: set, task: str) -> list:
-    """``n`` examples whose sources are not in ``seen`` (which is updated)."""
+# Each source's split, for good: a hash of (task, source) in [0, 1) against these bounds.
+SPLIT_SHARES = {"valid": (0.0, 0.1), "test": (0.1, 0.2), "train": (0.2, 1.0)}
+
+
+def split_of(task: str, source: str) -> str:
+    """The split a source string of ``task`` belongs to, whatever the sizes or the seed:
+    ``"train"``, ``"valid"`` or ``"test"`` (80/10/10 of all sources, by a SHA-256 hash)."""
+    digest = hashlib.sha256(f"{task}\t{source}".encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0 ** 64                      # uniform in [0, 1)
+    for split, (lo, hi) in SPLIT_SHARES.items():
+        if lo <= u < hi:
+            return split
+    return "train"
+
+
+def _draw_unique(sample: Sampler, rng: random.Random, n: int, seen: set, task: str,
+                 split: str | None = None) -> list:
+    """``n`` examples whose sources are not in ``seen`` (which is updated) and, when ``split``
+    is given, belong to that split (``split_of``)."""
     out = []
-    attempts, limit = 0, 100 * n + 10000
+    share = 1.0 if split is None else SPLIT_SHARES[split][1] - SPLIT_SHARES[split][0]
+    attempts, limit = 0, int((100 * n + 10000) / share)
     while len(out) < n:
         attempts += 1
         if attempts > limit:
-            raise ValueError(f"task {task!r} could not produce {n} distinct examples "
+            where = f" for the {split} split" if split else ""
+            raise ValueError(f"task {task!r} could not produce {n} distinct examples{where} "
                              f"(got {len(out)}); ask for fewer")
         src, tgt = sample(rng)
-        if src not in seen:
+        if src not in seen and (split is None or split_of(task, src) == split):
             seen.add(src)
             out.append((src, tgt))
     return out
@@ -300,7 +323,9 @@ def make_task(name: str, seed: int = 0, n_train: int | None = None, n_valid: int
 
     Returns ``{"train": [...], "valid": [...], "test": [...]}`` (plus ``"test-long"`` for
     ``reverse``, as large as ``test``) of ``(source, target)`` string pairs.  The same
-    ``(name, seed, sizes)`` always gives the same data; no source string is in two splits.
+    ``(name, seed, size of a split)`` always gives the same split: the validation and test
+    splits do not depend on ``n_train`` (nor on each other's size), and every source is in the
+    one split ``split_of`` assigns it, so no source string is in two splits of any two calls.
     ``None`` sizes take the task's defaults (``TASKS[name].sizes``).
     """
     spec = get_task(name)
@@ -310,19 +335,18 @@ def make_task(name: str, seed: int = 0, n_train: int | None = None, n_valid: int
     for split, size in sizes.items():
         if size < 0:
             raise ValueError(f"n_{split} must be >= 0, got {size}")
-    rng = random.Random(seed)
-    seen: set = set()
-    examples = _draw_unique(spec.sample, rng, sum(sizes.values()), seen, name)
-    # Rare sources (e.g. one-digit numbers) are found first; shuffle so that every split has
-    # the same distribution.
-    rng.shuffle(examples)
-    splits, start = {}, 0
+    splits = {}
     for split, size in sizes.items():
-        splits[split] = examples[start:start + size]
-        start += size
-    if spec.sample_long is not None:
+        rng = random.Random(f"{seed}:{split}")
+        examples = _draw_unique(spec.sample, rng, size, set(), name, split)
+        # Rare sources (e.g. one-digit numbers) are found first; shuffle so that the order of
+        # the split does not follow rarity.
+        rng.shuffle(examples)
+        splits[split] = examples
+    if spec.sample_long is not None:      # longer than any training source: no overlap possible
         n_long = spec.n_test_long if n_test is None else n_test
-        splits["test-long"] = _draw_unique(spec.sample_long, rng, n_long, seen, name)
+        splits["test-long"] = _draw_unique(spec.sample_long, random.Random(f"{seed}:test-long"),
+                                           n_long, set(), name)
     return splits
 
 

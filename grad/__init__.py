@@ -7,13 +7,15 @@
 
 Modules: ``grad.backend`` (NumPy / CuPy / array_api_strict), ``grad.tensor`` (Tensor, backward),
 ``grad.ops`` (primitive ops), ``grad.functional`` (softmax, losses, embedding, dropout, LSTM
-cells), ``grad.nn`` (layers), ``grad.optim`` (SGD, Adam), ``grad.gradcheck``.
+cells, layer norm, attention), ``grad.nn`` (layers), ``grad.optim`` (SGD, Adam), ``grad.gradcheck``,
+``grad.modes`` (``grad.reference_mode()``: run the composed twins of the fused functions).
 """
 from . import backend
 from .backend import Generator, manual_seed
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad
-from .ops import (add, amax, argmax, bmm, cat, concat, div, exp, expand, gather, index_select, log,
-                  masked_fill, matmul, max, mean, mul, permute, relu, reshape, sigmoid, split,
+from .modes import is_reference_mode, reference_mode
+from .ops import (add, amax, argmax, bmm, cat, concat, div, erf, exp, expand, gather, index_select,
+                  log, masked_fill, matmul, max, mean, mul, permute, relu, reshape, sigmoid, split,
                   sqrt, squeeze, stack, sub, sum, tanh, topk, transpose, unsqueeze, view, where)
 from .factories import arange, full, ones, rand, randn, tensor, zeros, zeros_like, ones_like
 from . import functional

@@ -5,11 +5,19 @@ of); others are *fused*: one graph node whose backward is written by hand, becau
 formula is shorter, faster and numerically better (``softmax``, ``log_softmax``,
 ``cross_entropy``, ``linear``, ``embedding``). The tests check each fused function against a
 composed version of the same math.
+
+Where a fused function has its composed twin right above it, named as a pair
+(``layer_norm_reference`` / ``layer_norm``, ``scaled_dot_product_attention_reference`` /
+``scaled_dot_product_attention``), the fused one runs the twin instead inside
+``with grad.reference_mode():`` (``grad/modes.py``).
 """
 from __future__ import annotations
 
+import math
+
 from . import backend as B
 from . import ops
+from .modes import is_reference_mode
 from .tensor import MatmulGrad, OuterGrad, Tensor, as_tensor, make, saved_arrays_are_free
 
 
@@ -196,6 +204,20 @@ def embedding(ids, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     return make(out, (weight,), backward, "embedding")
 
 
+def _dropout_scale(shape, p: float, generator, like):
+    """The inverted-dropout multiplier: 0 with probability ``p``, else ``1 / (1 - p)``; None when
+    ``p == 0``. Shared by ``dropout`` and the attention functions, so that every path draws the
+    same numbers from the same generator."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if p == 0.0:
+        return None
+    if p == 1.0:
+        return B.zeros(shape, like=like)
+    gen = generator if generator is not None else B.default_generator
+    return gen.bernoulli(shape, 1.0 - p, dtype=like.dtype) / (1.0 - p)
+
+
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` (inverted
     dropout), so nothing changes at evaluation time. Random numbers come from ``generator`` (a
@@ -204,11 +226,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    gen = generator if generator is not None else B.default_generator
-    if p == 1.0:
-        keep = B.zeros(x.shape, like=x.data)
-    else:
-        keep = gen.bernoulli(x.shape, 1.0 - p, dtype=x.dtype) / (1.0 - p)
+    keep = _dropout_scale(x.shape, p, generator, x.data)
     return make(x.data * keep, (x,), lambda g: (g * keep,), "dropout")
 
 
@@ -353,3 +371,242 @@ def attention_lookup(query: Tensor, memory: Tensor, pad_mask=None):
         dq = xp.matmul(gs[:, None, :], mem)[:, 0, :]                          # (B, H)
         return dq, OuterGrad([a, gs], [gc, q])
     return make(context, (query, memory), backward, "attention_lookup"), Tensor(a)
+
+
+# ============================================================================ activations
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """Gaussian error linear unit, ``x * Phi(x)`` with ``Phi`` the standard normal CDF (PyTorch's
+    ``gelu``): ``0.5 x (1 + erf(x / sqrt(2)))``, or with ``approximate="tanh"`` the tanh form
+    ``0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))``. Composed from ops (autograd gives
+    ``d gelu = Phi(x) + x phi(x)``)."""
+    if approximate == "none":
+        return x * 0.5 * (ops.erf(x * (1.0 / math.sqrt(2.0))) + 1.0)
+    if approximate == "tanh":
+        inner = (x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)
+        return x * 0.5 * (ops.tanh(inner) + 1.0)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+# ======================================================================== layer normalisation
+def _normalized_shape(x: Tensor, normalized_shape, weight, bias) -> tuple:
+    """``normalized_shape`` as a tuple, checked against the trailing dims of ``x`` and the shapes
+    of ``weight`` and ``bias``."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if not shape or x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
+        raise ValueError(f"layer_norm: normalized_shape {shape} must be the last dims of the "
+                         f"input, got input of shape {x.shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != shape:
+            raise ValueError(f"layer_norm: {name} must have shape {shape}, got {t.shape}")
+    return shape
+
+
+def layer_norm_reference(x: Tensor, normalized_shape, weight: Tensor | None = None,
+                         bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Layer normalisation written with primitive ops: the readable twin of ``layer_norm``.
+
+    Over the last ``len(normalized_shape)`` dims of ``x`` (``(..., *normalized_shape)``)::
+
+        mean = mean(x)      var = mean((x - mean)^2)   (the biased variance, as PyTorch)
+        y = (x - mean) / sqrt(var + eps) * weight + bias
+    """
+    shape = _normalized_shape(x, normalized_shape, weight, bias)
+    dims = tuple(range(x.ndim - len(shape), x.ndim))
+    centred = x - ops.mean(x, dims, keepdim=True)                       # (..., *shape)
+    var = ops.mean(centred * centred, dims, keepdim=True)               # (..., 1, ..., 1)
+    y = centred / ops.sqrt(var + eps)                                   # x-hat
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Layer normalisation in one node (PyTorch's ``layer_norm``); same math as
+    ``layer_norm_reference``, which runs instead under ``grad.reference_mode()``.
+
+    ``x``: ``(..., *normalized_shape)``; ``weight``, ``bias``: ``normalized_shape`` or None.
+    With ``N`` the number of normalised elements, ``r = 1 / sqrt(var + eps)`` and
+    ``x_hat = (x - mean) r``, the backward (docs/derivations.md derives it) is::
+
+        g_hat = g * weight
+        dx = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))
+        dweight = sum over the leading dims of g * x_hat         dbias = sum of g
+    """
+    if is_reference_mode():
+        return layer_norm_reference(x, normalized_shape, weight, bias, eps)
+    xp = B.xp
+    shape = _normalized_shape(x, normalized_shape, weight, bias)
+    dims = tuple(range(x.ndim - len(shape), x.ndim))                    # the normalised dims
+    lead = tuple(range(x.ndim - len(shape)))                            # the others
+    centred = x.data - xp.mean(x.data, axis=dims, keepdims=True)        # (..., *shape)
+    r = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=dims, keepdims=True) + eps)  # (..., 1, .., 1)
+    x_hat = centred * r
+    y = x_hat
+    if weight is not None:
+        y = y * weight.data
+    if bias is not None:
+        y = y + bias.data
+
+    def backward(g):
+        dx = dw = db = None
+        if x.requires_grad:
+            g_hat = g if weight is None else g * weight.data
+            dx = r * (g_hat - xp.mean(g_hat, axis=dims, keepdims=True)
+                      - x_hat * xp.mean(g_hat * x_hat, axis=dims, keepdims=True))
+        if weight is not None and weight.requires_grad:
+            dw = xp.sum(g * x_hat, axis=lead) if lead else g * x_hat     # (*shape)
+        if bias is not None and bias.requires_grad:
+            db = xp.sum(g, axis=lead) if lead else g                     # (*shape)
+        return tuple(d for d, t in ((dx, x), (dw, weight), (db, bias)) if t is not None)
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+    return make(y, parents, backward, "layer_norm")
+
+
+# ============================================================== scaled dot-product attention
+def _attention_inputs(query: Tensor, key: Tensor, value: Tensor, attn_mask, is_causal, scale):
+    """Check the shapes and turn the mask into ``(allowed, additive, scale)``: ``allowed`` a bool
+    array (True where a query may attend) or None, ``additive`` a float Tensor added to the scores
+    or None, both broadcastable to the scores' shape ``(..., T, S)``."""
+    xp = B.xp
+    if query.ndim < 2 or key.ndim != query.ndim or value.ndim != query.ndim \
+            or query.shape[:-2] != key.shape[:-2] or key.shape[:-2] != value.shape[:-2]:
+        raise ValueError("scaled_dot_product_attention: query, key and value must be (..., T, d), "
+                         "(..., S, d) and (..., S, dv) with the same leading dims, got "
+                         f"{query.shape}, {key.shape} and {value.shape}")
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: query {query.shape} and key {key.shape} "
+                         f"need the same last dim, key and value {value.shape} the same length")
+    n_q, n_k = query.shape[-2], key.shape[-2]
+    scores_shape = query.shape[:-1] + (n_k,)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    if is_causal:
+        if attn_mask is not None:
+            raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal=True, "
+                             "not both")
+        steps = B.arange(max(n_q, n_k), like=query.data)
+        return steps[None, :n_k] <= steps[:n_q, None], None, scale      # (T, S) lower triangle
+    if attn_mask is None:
+        return None, None, scale
+    mask = attn_mask if isinstance(attn_mask, Tensor) else Tensor(B.asarray(attn_mask))
+    shape = mask.shape
+    if len(shape) > len(scores_shape) or any(
+            m not in (1, s) for m, s in zip(shape[::-1], scores_shape[::-1])):
+        raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {shape} does not "
+                         f"broadcast to the scores' shape {scores_shape}")
+    if mask.dtype == xp.bool:
+        return mask.data, None, scale
+    if not B.is_floating(mask.dtype):
+        raise TypeError("scaled_dot_product_attention: attn_mask must be bool (True = may attend) "
+                        f"or floating (added to the scores), got {mask.dtype}")
+    return None, (mask if mask.dtype == query.dtype else ops.astype(mask, query.dtype)), scale
+
+
+def _row_shift(scores):
+    """Each row's maximum (the softmax's shift), 0 on rows where every score is -inf, and those
+    rows as a 0/1 array: fully masked rows get zero weights (``sum(exp) + 1`` in the divisor)."""
+    xp = B.xp
+    top = xp.max(scores, axis=-1, keepdims=True)                         # (..., T, 1)
+    dead = top == -math.inf
+    return xp.where(dead, B.full((), 0.0, like=top), top), xp.astype(dead, scores.dtype)
+
+
+def scaled_dot_product_attention_reference(query: Tensor, key: Tensor, value: Tensor,
+                                           attn_mask=None, dropout_p: float = 0.0,
+                                           is_causal: bool = False, scale: float | None = None,
+                                           *, generator=None, need_weights: bool = False):
+    """Attention written with primitive ops: the readable twin of
+    ``scaled_dot_product_attention`` (same arguments, same result)::
+
+        scores = query key^T * scale (+ float mask)          (..., T, S)
+        scores = -inf where the bool mask is False
+        weights = softmax(scores) (0 on rows with no allowed key), then dropout
+        output = weights value                               (..., T, dv)
+    """
+    xp = B.xp
+    allowed, additive, scale = _attention_inputs(query, key, value, attn_mask, is_causal, scale)
+    scores = ops.matmul(query, ops.transpose(key, -2, -1)) * scale      # (..., T, S)
+    if additive is not None:
+        scores = scores + additive
+    if allowed is not None:
+        scores = ops.where(allowed, scores, -math.inf)
+    shift, dead = _row_shift(scores.data)           # a constant: softmax does not depend on it
+    e = ops.exp(scores - Tensor(shift))                                  # 0 where masked
+    weights = e / (ops.sum(e, -1, keepdim=True) + Tensor(dead))         # (..., T, S)
+    weights = dropout(weights, dropout_p, True, generator)
+    output = ops.matmul(weights, value)                                  # (..., T, dv)
+    return (output, weights) if need_weights else output
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None, *, generator=None,
+                                 need_weights: bool = False):
+    """``softmax(query key^T * scale + mask) value`` in one node, PyTorch's
+    ``scaled_dot_product_attention`` (``scaled_dot_product_attention_reference`` runs instead
+    under ``grad.reference_mode()``).
+
+    * ``query`` ``(..., T, d)``, ``key`` ``(..., S, d)``, ``value`` ``(..., S, dv)`` with the same
+      leading dims (e.g. ``(B, heads)``); returns ``(..., T, dv)``.
+    * ``attn_mask`` (broadcastable to ``(..., T, S)``), PyTorch's convention for this function: a
+      bool mask is True where a query MAY attend to a key; a float mask is added to the scores
+      (``-inf`` masks; it receives a gradient if it requires one). ``is_causal=True`` lets query
+      ``i`` attend to keys ``j <= i`` (no ``attn_mask`` then). ``scale`` defaults to
+      ``1 / sqrt(d)``.
+    * ``dropout_p`` drops attention weights (always, as PyTorch's function does: pass 0 at
+      evaluation), with random numbers from ``generator`` or the global one.
+    * Fully masked rows (a query with no key it may attend to): zero weights and zero output, and
+      no gradient through them (PyTorch's modules give NaN there).
+    * ``need_weights=True`` (not in PyTorch's function) returns ``(output, weights)``, the weights
+      ``(..., T, S)`` after dropout, with gradient: ``grad.nn.MultiheadAttention`` uses it.
+
+    Backward (derived in docs/derivations.md), with ``P`` the weights before dropout, ``D`` the
+    dropout multiplier and ``Pd = P * D``::
+
+        dPd = dout value^T (+ dweights)          dvalue = Pd^T dout
+        dS = P * (dPd * D - sum(P * dPd * D))    (the softmax Jacobian, row by row)
+        dquery = dS key * scale                  dkey = dS^T query * scale      dmask = dS
+    """
+    if is_reference_mode():
+        return scaled_dot_product_attention_reference(
+            query, key, value, attn_mask, dropout_p, is_causal, scale, generator=generator,
+            need_weights=need_weights)
+    xp = B.xp
+    allowed, additive, scale = _attention_inputs(query, key, value, attn_mask, is_causal, scale)
+    q, k, v = query.data, key.data, value.data
+    scores = xp.matmul(q, xp.matrix_transpose(k)) * scale               # (..., T, S)
+    if additive is not None:
+        scores = scores + additive.data
+    if allowed is not None:
+        scores = xp.where(allowed, scores, B.full((), -math.inf, like=scores))
+    shift, dead = _row_shift(scores)
+    p = xp.exp(scores - shift)                                           # 0 where masked
+    p = p / (xp.sum(p, axis=-1, keepdims=True) + dead)                   # (..., T, S) weights
+    drop = _dropout_scale(p.shape, dropout_p, generator, p)
+    pd = p if drop is None else p * drop
+    out = xp.matmul(pd, v)                                               # (..., T, dv)
+    n_out = out.shape[-1]
+    if need_weights:
+        out = xp.concat([out, pd], axis=-1)                              # (..., T, dv + S) packed
+
+    def backward(g):
+        g_out = g[..., :n_out] if need_weights else g                    # (..., T, dv)
+        d_pd = xp.matmul(g_out, xp.matrix_transpose(v))                  # (..., T, S)
+        if need_weights:
+            d_pd = d_pd + g[..., n_out:]                                 # the weights' own gradient
+        dv = xp.matmul(xp.matrix_transpose(pd), g_out) if value.requires_grad else None
+        dp = d_pd if drop is None else d_pd * drop
+        ds = p * (dp - xp.sum(p * dp, axis=-1, keepdims=True))           # softmax Jacobian
+        dq = xp.matmul(ds, k) * scale if query.requires_grad else None   # (..., T, d)
+        dk = xp.matmul(xp.matrix_transpose(ds), q) * scale if key.requires_grad else None
+        grads = (dq, dk, dv)
+        if additive is not None:
+            grads += (ops._unbroadcast(ds, additive.shape) if additive.requires_grad else None,)
+        return grads
+    parents = (query, key, value) if additive is None else (query, key, value, additive)
+    node = make(out, parents, backward, "scaled_dot_product_attention")
+    if need_weights:
+        return node[..., :n_out], node[..., n_out:]
+    return node

@@ -278,6 +278,14 @@ def sigmoid(x):
     return make(out, (x,), lambda g: (g * out * (1.0 - out),), "sigmoid")
 
 
+def erf(x):
+    """The error function (``grad.backend.erf``); d erf(x) = 2 / sqrt(pi) exp(-x^2) dx."""
+    xp = B.xp
+    data = x.data
+    slope = 2.0 / math.sqrt(math.pi)
+    return make(B.erf(data), (x,), lambda g: (g * slope * xp.exp(-data * data),), "erf")
+
+
 def relu(x):
     """max(x, 0), with derivative 0 at x = 0 (PyTorch's convention)."""
     xp = B.xp
@@ -555,8 +563,8 @@ def _attach():
     T.__hash__ = object.__hash__
     for name, fn in [("matmul", matmul), ("sum", sum), ("mean", mean), ("amax", amax),
                      ("max", max), ("argmax", argmax), ("topk", topk), ("exp", exp), ("log", log),
-                     ("sqrt", sqrt), ("tanh", tanh), ("sigmoid", sigmoid), ("relu", relu),
-                     ("reshape", reshape), ("view", view), ("permute", permute),
+                     ("sqrt", sqrt), ("erf", erf), ("tanh", tanh), ("sigmoid", sigmoid),
+                     ("relu", relu), ("reshape", reshape), ("view", view), ("permute", permute),
                      ("transpose", transpose), ("unsqueeze", unsqueeze), ("squeeze", squeeze),
                      ("expand", expand), ("split", split), ("index_select", index_select),
                      ("gather", gather), ("masked_fill", masked_fill), ("pow", pow)]:

@@ -1,5 +1,5 @@
-"""The basic layers: ``Linear``, ``Embedding``, ``Dropout``, with PyTorch's layouts and default
-initialisations (documented on each class)."""
+"""The basic layers: ``Linear``, ``Embedding``, ``Dropout``, ``LayerNorm``, with PyTorch's layouts
+and default initialisations (documented on each class)."""
 from __future__ import annotations
 
 import math
@@ -84,3 +84,33 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class LayerNorm(Module):
+    """Layer normalisation over the last dims, ``normalized_shape`` (an int or a tuple):
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` (``grad.functional.layer_norm``).
+
+    Parameters (PyTorch's): ``weight`` (ones) and ``bias`` (zeros), both ``normalized_shape``;
+    none with ``elementwise_affine=False``, no ``bias`` with ``bias=False``.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, *, dtype="float32"):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if not shape or any(int(s) <= 0 for s in shape):
+            raise ValueError("LayerNorm: normalized_shape must be positive sizes, "
+                             f"got {normalized_shape!r}")
+        if not eps > 0:
+            raise ValueError(f"LayerNorm: eps must be positive, got {eps}")
+        self.normalized_shape, self.eps = shape, float(eps)
+        self.elementwise_affine = elementwise_affine
+        self.weight = Parameter(B.new(shape, 1.0, dtype)) if elementwise_affine else None
+        self.bias = Parameter(B.new(shape, 0.0, dtype)) if elementwise_affine and bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")

@@ -14,6 +14,7 @@ Each entry (an ``Op``) gives
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -98,6 +99,10 @@ def _t(a):
 
 def _sig(z):
     return 1.0 / (1.0 + np.exp(-z))
+
+
+def _np_erf(a):
+    return np.asarray(np.vectorize(math.erf, otypes=[np.float64])(a))
 
 
 def _log_softmax(x, axis):
@@ -228,6 +233,11 @@ op("sqrt", unary(0.2, 5), np.sqrt, grad.sqrt)
 op("tanh", unary(-3, 3), np.tanh, grad.tanh)
 op("sigmoid", unary(-6, 6), _sig, lambda a: a.sigmoid())
 op("relu", unary(-3, 3, away=0.05), lambda a: np.maximum(a, 0.0), grad.relu)
+op("erf", unary(-3, 3), lambda a: _np_erf(a), grad.erf)
+op("gelu", unary(-4, 4), lambda a: a * 0.5 * (1.0 + _np_erf(a / np.sqrt(2.0))), F.gelu)
+op("gelu_tanh", unary(-4, 4),
+   lambda a: 0.5 * a * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (a + 0.044715 * a ** 3))),
+   lambda a: F.gelu(a, approximate="tanh"))
 
 
 # ==================================================================================== shapes
@@ -663,6 +673,106 @@ def _run_lstm_step(x_gates, state, w_hh, mask):
 
 
 op("lstm_step", lstm_step_case(), _np_lstm_step, _run_lstm_step)
+
+
+# ================================================================== transformer layers' math
+@st.composite
+def layer_norm_case(draw):
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=3))
+    norm = draw(hnp.array_shapes(min_dims=1, max_dims=2, max_side=3))
+    # Values at least 0.25 apart: a normalised group is never (nearly) constant, where the
+    # derivative 1 / sqrt(var + eps) would be too steep for central differences.
+    arrs = [draw(distinct_arrays(lead + norm))]
+    affine = draw(st.sampled_from(["none", "weight", "bias", "both"]))
+    if affine in ("weight", "both"):
+        arrs.append(draw(arrays(norm)))
+    if affine in ("bias", "both"):
+        arrs.append(draw(arrays(norm)))
+    return Case(tuple(arrs), {"normalized_shape": norm, "affine": affine,
+                              "eps": draw(st.sampled_from([1e-5, 1e-3, 0.5]))})
+
+
+def _affine(params, affine):
+    weight = params[0] if affine in ("weight", "both") else None
+    bias = params[-1] if affine in ("bias", "both") else None
+    return weight, bias
+
+
+def _np_layer_norm(x, *params, normalized_shape, affine, eps):
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    centred = x - x.mean(axis=axes, keepdims=True)
+    y = centred / np.sqrt((centred ** 2).mean(axis=axes, keepdims=True) + eps)
+    weight, bias = _affine(params, affine)
+    return y * (1.0 if weight is None else weight) + (0.0 if bias is None else bias)
+
+
+def _run_layer_norm(fn):
+    def run(x, *params, normalized_shape, affine, eps):
+        weight, bias = _affine(params, affine)
+        return fn(x, normalized_shape, weight, bias, eps=eps)
+    return run
+
+
+op("layer_norm", layer_norm_case(), _np_layer_norm, _run_layer_norm(F.layer_norm))
+op("layer_norm_reference", layer_norm_case(), _np_layer_norm,
+   _run_layer_norm(F.layer_norm_reference))
+
+
+@st.composite
+def attention_case(draw):
+    """query (..., T, d), key (..., S, d), value (..., S, dv); no mask, a bool mask (True = may
+    attend; rows with nothing allowed happen), a float mask (an input: it gets a gradient) or the
+    causal mask; masks broadcast from a smaller shape; dropout with a seed; weights returned."""
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=2))
+    t, s, d, dv = (draw(st.integers(1, 3)) for _ in range(4))
+    arrs = [draw(arrays(lead + (t, d))), draw(arrays(lead + (s, d))), draw(arrays(lead + (s, dv)))]
+    kind = draw(st.sampled_from(["none", "bool", "float", "causal"]))
+    full_shape = lead + (t, s)
+    n_dropped = draw(st.integers(0, len(full_shape)))               # leading dims left out
+    mask_shape = tuple(n if draw(st.booleans()) else 1 for n in full_shape[n_dropped:])
+    bool_mask = None
+    if kind == "bool":
+        bool_mask = draw(hnp.arrays(np.bool_, mask_shape))
+    elif kind == "float":
+        arrs.append(draw(arrays(mask_shape)))
+    return Case(tuple(arrs), {"kind": kind, "bool_mask": bool_mask,
+                              "scale": draw(st.sampled_from([None, 0.7])),
+                              "dropout_p": draw(st.sampled_from([0.0, 0.0, 0.3])),
+                              "seed": draw(st.integers(0, 2 ** 32 - 1)),
+                              "need_weights": draw(st.booleans())})
+
+
+def _np_attention(q, k, v, *float_mask, kind, bool_mask, scale, dropout_p, seed, need_weights):
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scores = q @ np.swapaxes(k, -1, -2) * scale                      # (..., T, S)
+    if float_mask:
+        scores = scores + float_mask[0]
+    allowed = np.tril(np.ones(scores.shape[-2:], bool)) if kind == "causal" else bool_mask
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    top = scores.max(axis=-1, keepdims=True)
+    e = np.exp(scores - np.where(np.isinf(top), 0.0, top))
+    total = e.sum(axis=-1, keepdims=True)
+    w = e / np.where(total > 0, total, 1.0)                           # rows with no key: 0
+    if dropout_p:
+        keep = np.random.Generator(np.random.PCG64(seed)).random(w.shape) < 1.0 - dropout_p
+        w = w * keep / (1.0 - dropout_p)
+    out = w @ v
+    return (out, w) if need_weights else out
+
+
+def _run_attention(fn):
+    def run(q, k, v, *float_mask, kind, bool_mask, scale, dropout_p, seed, need_weights):
+        mask = float_mask[0] if float_mask else _t(bool_mask) if kind == "bool" else None
+        return fn(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=kind == "causal",
+                  scale=scale, generator=grad.Generator(seed), need_weights=need_weights)
+    return run
+
+
+op("scaled_dot_product_attention", attention_case(), _np_attention,
+   _run_attention(F.scaled_dot_product_attention))
+op("scaled_dot_product_attention_reference", attention_case(), _np_attention,
+   _run_attention(F.scaled_dot_product_attention_reference))
 
 
 @st.composite

@@ -274,7 +274,7 @@ def test_decoder_is_causal_and_ignores_padded_memory(backend):
         later, junk = tgt.copy(), memory.copy()
         later[0, 2:] += 5.0                                              # change positions 2 and 3
         junk[0, 2] = -9.0                                                # change the padded memory
-        np.testing.assert_array_equal(run(later, memory)[0, :2], base[0, :2])
+        np.testing.assert_allclose(run(later, memory)[0, :2], base[0, :2], rtol=1e-13, atol=1e-15)
         assert not np.allclose(run(later, memory)[0, 2:], base[0, 2:])
         np.testing.assert_allclose(run(tgt, junk), base, rtol=1e-13, atol=1e-15)
 

@@ -1,5 +1,5 @@
 """The array backend: switching, the environment variable, clear errors for CuPy, and the helpers
-the standard lacks (scatter_add, seeded generators, to_numpy)."""
+the standard lacks (scatter_add, erf, seeded generators, to_numpy)."""
 import json
 import os
 import subprocess
@@ -204,6 +204,20 @@ def test_exp_inplace_equals_exp(backend):
         np.testing.assert_allclose(B.to_numpy(out), np.exp(host), rtol=1e-6)
         if backend in ("numpy", "cupy"):
             assert out is a                     # the buffer itself was reused
+
+
+@backends
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_erf_matches_the_c_library(backend, dtype):
+    import math
+    z = np.concatenate([np.linspace(-7.0, 7.0, 2801), [0.0, -0.0, 2.0, -2.0, 6.0, 1e-300, 40.0]])
+    exact = np.array([math.erf(v) for v in z])
+    with B.use(backend):
+        out = B.erf(B.from_numpy(z.astype(dtype)))
+        assert B.dtype_name(out.dtype) == dtype
+        tol = 5e-15 if dtype == "float64" else 5e-7
+        np.testing.assert_allclose(B.to_numpy(out), exact, rtol=0, atol=tol)
+        assert np.all(np.diff(B.to_numpy(out)[:2801]) >= 0)                 # monotone
 
 
 @backends

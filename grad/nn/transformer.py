@@ -8,7 +8,8 @@ An encoder layer, post-norm (the default, as in "Attention is all you need") or 
     post-norm:  x = norm1(x + SA(x))          pre-norm:  x = x + SA(norm1(x))
                 x = norm2(x + FF(x))                     x = x + FF(norm2(x))
 
-with ``SA(x) = dropout1(self_attn(x, x, x))`` and ``FF(x) = dropout2(linear2(dropout(act(linear1(x)))))``.
+with ``SA(x) = dropout1(self_attn(x, x, x))`` and
+``FF(x) = dropout2(linear2(dropout(activation(linear1(x)))))``.
 A decoder layer adds cross-attention on the encoder's output (the ``memory``) between the two:
 ``MHA(x) = dropout2(multihead_attn(x, memory, memory))``, with ``norm2`` before or after it and the
 feed-forward block moved to ``norm3`` / ``dropout3``. Parameter names (``self_attn.in_proj_weight``,
@@ -262,7 +263,7 @@ class PositionalEncoding(Module):
             raise ValueError(f"PositionalEncoding: d_model and max_len must be positive, got "
                              f"{d_model} and {max_len}")
         self.d_model, self.max_len, self.learned = d_model, max_len, learned
-        self.batch_first, self.dtype = batch_first, dtype
+        self.batch_first = batch_first
         self.dropout = Dropout(dropout, generator=generator)
         if learned:
             self.weight = Parameter(_generator(generator).normal((max_len, d_model), 0.0, 0.02, dtype))

@@ -35,7 +35,24 @@ _positive_int = _number_type(int, lambda v: v > 0, "a positive integer")
 _nonneg_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number_type(float, lambda v: v > 0, "a positive number")
 _unit_float = _number_type(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+# dropout and label smoothing of 1 leave nothing to learn from: the valid range is [0, 1)
+_unit_open_float = _number_type(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 _nonneg_float = _number_type(float, lambda v: v >= 0.0, "a number >= 0")
+
+
+def _memory_size(text):
+    from .memory import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_max_memory(parser) -> None:
+    """``--max-memory SIZE``: the memory the command may plan for (``minis2s.memory``)."""
+    parser.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                        help="refuse settings estimated to need more memory than SIZE (512M, 4G; "
+                             "default: the memory available, MemAvailable)")
 
 
 class UsageError(ValueError):
@@ -110,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
     model.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size, help="even (bi-LSTM encoder)")
     model.add_argument("--layers", type=_positive_int, default=d.layers)
-    model.add_argument("--dropout", type=_unit_float, default=d.dropout)
+    model.add_argument("--dropout", type=_unit_open_float, default=d.dropout)
     model.add_argument("--attention", choices=["general", "dot", "none"], default=d.attention)
     model.add_argument("--no-input-feeding", dest="input_feeding", action="store_false")
     opt = t.add_argument_group("optimisation")
@@ -121,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--lr-decay-start", type=_positive_int, metavar="E",
                      help="halve the learning rate every epoch from epoch E on")
     opt.add_argument("--patience", type=_positive_int, metavar="P", help="early stopping after P epochs without improvement")
-    opt.add_argument("--label-smoothing", type=_unit_float, default=d.label_smoothing)
+    opt.add_argument("--label-smoothing", type=_unit_open_float, default=d.label_smoothing)
     opt.add_argument("--tf-ratio", type=_unit_float, default=d.tf_ratio,
                      help="teacher-forcing ratio: 1.0 always feeds the reference")
     opt.add_argument("--max-grad-norm", type=_positive_float, default=d.max_grad_norm)
@@ -134,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR (--epochs is the total)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_option(run)
+    add_max_memory(run)
     t.set_defaults(func=cmd_train)
 
     tr = sub.add_parser("translate", help="translate sentences with a trained model")
@@ -148,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--plot-attention", metavar="FILE.png", help="draw the first sentence's attention")
     tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     add_threads_option(tr)
+    add_max_memory(tr)
     tr.set_defaults(func=cmd_translate)
 
     ev = sub.add_parser("evaluate", help="score a trained model on a TSV file")
@@ -157,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     add_threads_option(ev)
+    add_max_memory(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     pl = sub.add_parser("plot", help="plot a run's loss and perplexity curves")
@@ -235,7 +255,7 @@ def tune_allocator() -> None:
 
 # A resumed run keeps the data, model and optimisation settings it was started with; only these
 # may be given again.
-_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "threads", "command", "func"}
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "threads", "max_memory", "command", "func"}
 
 
 def _check_resume_options(args) -> None:
@@ -247,7 +267,39 @@ def _check_resume_options(args) -> None:
         flags = ", ".join("--" + n.replace("_", "-") if n != "input_feeding" else "--no-input-feeding"
                           for n in given)
         raise UsageError(f"--resume continues the run with the settings it was started with; "
-                         f"only --epochs, --quiet and --device can be given, not {flags}")
+                         f"only --epochs, --quiet, --device, --threads and --max-memory can be given, "
+                         f"not {flags}")
+
+
+def check_out_dir(path, flag: str = "--out") -> None:
+    """An output directory given on the command line must be a directory or not exist yet: an
+    existing file or a dangling symbolic link is bad input (exit 2), said before any work."""
+    if path and os.path.lexists(path) and not os.path.isdir(path):
+        if os.path.islink(path) and not os.path.exists(path):
+            raise UsageError(f"{flag} {path}: a symbolic link to {os.readlink(path)}, which does "
+                             "not exist; expected a directory")
+        raise UsageError(f"{flag} {path}: exists and is not a directory")
+
+
+def check_output_file(path, flag: str = "--output") -> None:
+    """An output file must be writable: checked before any work, not after it."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory, expected a file name")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag} {path}: directory {parent} does not exist")
+    target = path if os.path.exists(path) else parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{flag} {path}: not writable (permission denied on {target})")
+
+
+def _require_training_memory(what: str, n_params: int, optimizer: str) -> None:
+    """Refuse model sizes whose training cannot fit, before the data is read. The parameters are
+    counted at the smallest vocabulary, so the estimate is a lower bound."""
+    from .memory import require, training_bytes
+    require(training_bytes(n_params, optimizer), f"training {what} ({n_params:,} parameters or more)")
 
 
 def cmd_train(args) -> int:
@@ -257,7 +309,14 @@ def cmd_train(args) -> int:
         raise UsageError(f"--resume {args.resume}: no such run directory")
     if args.resume:
         _check_resume_options(args)
+    check_out_dir(args.out)
     cfg = _train_config(args)
+    if not args.resume:
+        from .memory import seq2seq_params
+        n = seq2seq_params(5, 5, cfg.emb_size, cfg.hidden_size, cfg.layers,
+                           None if cfg.attention == "none" else cfg.attention, cfg.input_feeding)
+        _require_training_memory(f"a model with --emb-size {cfg.emb_size} --hidden-size "
+                                 f"{cfg.hidden_size} --layers {cfg.layers}", n, cfg.optimizer)
     _use_device(cfg.device)
     hidden = _saved_hidden_size(args.resume) if args.resume else cfg.hidden_size
     threads = set_threads(args, hidden)
@@ -276,13 +335,50 @@ def cmd_train(args) -> int:
 
 
 def _read_lines(path):
+    from .data.parallel import iter_text_lines, read_text_lines
     if path:
-        from .data.parallel import read_text_lines
         return read_text_lines(path)          # a bad byte is an error naming the file and line
     if sys.stdin.isatty():
         print("minis2s: reading sentences from standard input, one per line (Ctrl-D to end)",
               file=sys.stderr)
-    return [line.rstrip("\r\n") for line in sys.stdin]
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:                        # a text stream put in place of stdin (tests)
+        return [line.rstrip("\r\n") for line in sys.stdin]
+    # The bytes, decoded by the rules of --input: a bad byte or UTF-16 is an error naming the
+    # line of <stdin>, never a silent <unk>; a UTF-8 byte-order mark is dropped.
+    return list(iter_text_lines(binary, "<stdin>"))
+
+
+@contextlib.contextmanager
+def output_stream(path):
+    """Standard output, or the file ``path``. A disk error while writing (a full disk) removes
+    the partial file and is raised with ``filename`` set to ``path``."""
+    if not path:
+        try:
+            yield sys.stdout
+            sys.stdout.flush()
+        except OSError as exc:
+            exc.filename = exc.filename or "<standard output>"
+            raise
+        return
+    f = open(path, "w", encoding="utf-8")
+    try:
+        yield f
+        f.close()
+    except OSError as exc:
+        try:
+            f.close()
+        except OSError:
+            pass
+        exc.filename = exc.filename or str(path)
+        exc.minis2s_note = None
+        if os.path.isfile(path):              # a regular file (never /dev/full and the like)
+            os.unlink(path)
+            exc.minis2s_note = "the partial output was removed"
+        raise
+    except BaseException:
+        f.close()
+        raise
 
 
 def _saved_hidden_size(run_dir):
@@ -299,6 +395,8 @@ def cmd_translate(args) -> int:
     from . import load
     if args.n_best > args.beam_size:
         raise UsageError(f"--n-best ({args.n_best}) cannot be larger than --beam-size ({args.beam_size})")
+    check_output_file(args.output)
+    check_output_file(args.plot_attention, "--plot-attention")
     _use_device(args.device)
     model = load(args.model)
     set_threads(args, _saved_hidden_size(args.model))
@@ -307,8 +405,7 @@ def cmd_translate(args) -> int:
         results = model.translate(lines, beam_size=args.beam_size, n_best=args.n_best,
                                   length_penalty=args.length_penalty,
                                   max_output_length=args.max_output_length, return_details=True)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
+    with output_stream(args.output) as out:
         for r in results:
             if args.n_best == 1:
                 print(r.text, file=out)
@@ -316,9 +413,6 @@ def cmd_translate(args) -> int:
                 for rank, option in enumerate(r, 1):
                     print(f"{rank}\t{option.score:.4f}\t{option.text}", file=out)
                 print(file=out)
-    finally:
-        if args.output:
-            out.close()
     if args.plot_attention and results:
         from .plot import plot_attention
         first = results[0] if args.n_best == 1 else results[0][0]
@@ -375,6 +469,7 @@ def cmd_tasks(args) -> int:
 
 def cmd_data(args) -> int:
     from .data.tasks import write_task
+    check_out_dir(args.out)
     paths = write_task(args.task, args.out, seed=args.seed, n_train=args.n_train,
                        n_valid=args.n_valid, n_test=args.n_test)     # {split: path}
     for path in paths.values():
@@ -398,6 +493,8 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from .memory import set_limit
+    set_limit(getattr(args, "max_memory", None))
     if os.environ.get("MINIS2S_DEBUG"):
         return args.func(args)
     from .train import TrainingError
@@ -413,8 +510,9 @@ def main(argv=None) -> int:
         if isinstance(exc, FileNotFoundError):
             print(f"minis2s: error: {exc}", file=sys.stderr)
             return 2
-        print(f"minis2s: error: {exc.strerror or exc} ({exc.filename or 'I/O'}); "
-              "previously saved checkpoints are untouched", file=sys.stderr)
+        note = getattr(exc, "minis2s_note", "previously saved checkpoints are untouched")
+        print(f"minis2s: error: {exc.strerror or exc} ({exc.filename or 'I/O'})"
+              + (f"; {note}" if note else ""), file=sys.stderr)
         return 1
     except _expected_errors() as exc:
         print(f"minis2s: error: {exc}", file=sys.stderr)

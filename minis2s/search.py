@@ -89,6 +89,16 @@ def greedy(model, src, src_lengths, max_len: int = 50, bos: int = BOS, eos: int 
 
 
 @no_grad()
+def _require_beam_memory(model, src, beam_size: int, max_len: int) -> None:
+    """Refuse a beam too wide for the memory available, before the ``B * K`` rows are made."""
+    from .memory import beam_search_bytes, require
+    dec = model.decoder
+    n, n_src = int(src.shape[0]), int(src.shape[1])
+    require(beam_search_bytes(n, beam_size, n_src, dec.hidden_size, dec.num_layers, dec.vocab_size,
+                              max_len),
+            f"beam search with beam size {beam_size} over {n} sentence(s)")
+
+
 def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
                 length_penalty: float = 0.0, max_len: int = 50, bos: int = BOS, eos: int = EOS,
                 pad: int = PAD) -> Hypotheses:
@@ -116,6 +126,7 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
                          "the early-stopping bound assumes the penalty grows with the length")
     xp = B.xp
     k = beam_size
+    _require_beam_memory(model, src, k, max_len)
     with _Eval(model):
         memory, pad_mask, states = model.encode(src, src_lengths)
         n, n_src = memory.shape[0], memory.shape[1]

@@ -21,7 +21,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +32,14 @@ from grad import optim
 from grad.nn.utils import clip_grad_norm_
 from grad.tensor import Tensor, no_grad
 
-from .checkpoint import (FORMAT_VERSION, atomic_write, load_checkpoint, read_json, save_checkpoint,
-                         write_json)
+from .checkpoint import (FORMAT_VERSION, append_line, atomic_write, load_checkpoint, read_json,
+                         save_checkpoint, write_json)
 from .engine import Engine, Events
 from .guard import DivergenceGuard, TrainingError, param_norm
 from .metrics import format_ppl, perplexity
 from .models import Seq2Seq
 from .runs import RunLock, prepare_data, Prepared
+from .validate import restore_checkpoint, resume_config
 
 
 @dataclass
@@ -254,12 +255,11 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
 
 def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log, run_info: dict) -> dict:
     start_time = time.time()
-    ckpt = None
     if resuming:
-        saved = read_json(run_dir / "config.json")
+        saved = resume_config(read_json(run_dir / "config.json"), run_dir / "config.json",
+                              [f.name for f in fields(TrainConfig)])
         epochs = cfg.epochs
         cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "quiet": cfg.quiet, "out": str(run_dir)})
-        ckpt = load_checkpoint(run_dir / "last.npz")
     prep = prepare_data(cfg, run_dir if resuming else None)
     model_cfg = dict(src_vocab_size=len(prep.src_vocab), tgt_vocab_size=len(prep.tgt_vocab),
                      emb_size=cfg.emb_size, hidden_size=cfg.hidden_size, num_layers=cfg.layers,
@@ -346,10 +346,8 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log, run_info: 
                 "epoch_sums": [tracker["epoch_nll"], tracker["epoch_tokens"],
                                tracker["epoch_gnorm"], tracker["epoch_steps"]]}
 
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        ts = ckpt["trainer"]
+    if resuming:       # checked against this model and optimizer; a mismatch names the file
+        ts = restore_checkpoint(run_dir / "last.npz", model, optimizer)
         tracker.update(best=ts["best"], bad_epochs=ts["bad_epochs"], skipped=ts["skipped"])
         tracker["epoch_nll"], tracker["epoch_tokens"], tracker["epoch_gnorm"], tracker["epoch_steps"] = ts["epoch_sums"]
         if dropout_gen is not None and ts.get("dropout_generator"):
@@ -407,8 +405,7 @@ def _fit_locked(cfg: TrainConfig, run_dir: Path, resuming: bool, log, run_info: 
         # and the log line, whose stale copy the resume drops (_trim_log).
         if improved:
             save_checkpoint(run_dir / "best.npz", model, optimizer, state)
-        with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(run_dir / "log.jsonl", json.dumps(record))    # a disk error names the file
         save_checkpoint(run_dir / "last.npz", model, optimizer, state)
         log(f"epoch {record['epoch']:>2}  train ppl {format_ppl(record['train_ppl'])}  valid ppl "
             f"{format_ppl(metrics['ppl'])}  token acc {100 * metrics['token_acc']:5.1f}%  exact "

@@ -96,28 +96,45 @@ class Translator:
 
 
 def load(run_dir, checkpoint: str = "best") -> Translator:
-    """Load the model saved in ``run_dir`` (``best.npz``, else ``last.npz``)."""
+    """Load the model saved in ``run_dir`` (``best.npz``, else ``last.npz``). Every file is
+    checked before it is used (``minis2s.validate``); a bad one raises ``CheckpointError``
+    naming it, and a checkpoint is checked against the model's shapes before its data is read."""
+    from . import validate
     from .data.vocab import Vocab
+    from .memory import MemoryLimitError
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: model directory not found")
-    config = read_json(run_dir / "config.json")
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{run_dir / 'config.json'}: model format version {version}, this "
-                              f"minis2s reads version {FORMAT_VERSION}")
+    config_path = run_dir / "config.json"
+    config = read_json(config_path)
+    kind = config.get("kind") if isinstance(config, dict) else None
+    if isinstance(kind, str) and kind.startswith("lm-"):
+        readers = "'minis2s lm score'" + (" or 'minis2s lm generate'" if kind == "lm-lstm" else "")
+        raise CheckpointError(f"{run_dir}: a language-model run ({kind}), not a translation model; "
+                              f"read it with {readers} --model {run_dir}")
+    validate.run_config(config, config_path)
+    model_cfg = validate.seq2seq_model_config(config.get("model"), config_path)
     try:
-        model_cfg, data_cfg = config["model"], config["data"]
+        data_cfg = config["data"]
         src_tok = tokenizer_from_config(data_cfg["src_tokenizer"])
         tgt_tok = tokenizer_from_config(data_cfg["tgt_tokenizer"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / 'config.json'}: incomplete or invalid config ({exc})") from exc
+        max_length = data_cfg.get("max_length", 64)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{config_path}: incomplete or invalid config ({exc})") from exc
+    if not (isinstance(max_length, int) and not isinstance(max_length, bool) and max_length >= 1):
+        raise CheckpointError(f"{config_path}: data.max_length is {max_length!r}, expected a "
+                              "positive integer")
     vocabs = []
     for name in ("src_vocab.json", "tgt_vocab.json"):
+        vocab_path = run_dir / name
+        if not vocab_path.is_file():
+            raise CheckpointError(f"{vocab_path}: file not found")
         try:
-            vocabs.append(Vocab.load(run_dir / name))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{run_dir / name}: {exc}") from exc
+            vocabs.append(Vocab.load(vocab_path))
+        except ValueError as exc:                    # its message names the file
+            raise CheckpointError(str(exc)) from exc
+        except OSError as exc:
+            raise CheckpointError(f"{vocab_path}: cannot read ({exc.strerror or exc})") from exc
     src_vocab, tgt_vocab = vocabs
     for side, vocab in (("src", src_vocab), ("tgt", tgt_vocab)):
         if len(vocab) != model_cfg.get(f"{side}_vocab_size"):
@@ -126,14 +143,15 @@ def load(run_dir, checkpoint: str = "best") -> Translator:
     path = run_dir / f"{checkpoint}.npz"
     if not path.exists() and checkpoint == "best":
         path = run_dir / "last.npz"
-    state = load_checkpoint(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
         model = Seq2Seq(**model_cfg, generator=grad.Generator(0))
-    except TypeError as exc:
-        raise CheckpointError(f"{run_dir / 'config.json'}: invalid model config ({exc})") from exc
+    except (TypeError, MemoryLimitError) as exc:
+        raise CheckpointError(f"{config_path}: invalid model config ({exc})") from exc
+    state = load_checkpoint(path, model=model)    # names and shapes checked before data is read
     try:
         model.load_state_dict(state["model"])
     except ValueError as exc:
         raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
-    return Translator(model, src_tok, tgt_tok, src_vocab, tgt_vocab, data_cfg.get("max_length", 64),
-                      run_dir)
+    return Translator(model, src_tok, tgt_tok, src_vocab, tgt_vocab, max_length, run_dir)

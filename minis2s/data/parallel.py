@@ -105,6 +105,25 @@ def read_text_lines(path) -> list[str]:
     return [_decode(raw, path, i) for i, raw in enumerate(_split_lines(data), 1)] if data else []
 
 
+def iter_text_lines(stream, name: str = "<stdin>"):
+    """The lines of a binary stream (standard input), decoded one at a time as they arrive, by
+    the rules ``read_text_lines`` applies to a file: a UTF-8 byte-order mark at the start is
+    dropped, a UTF-16 one refused, ``\\n`` or ``\\r\\n`` ends a line, and a bad byte is a
+    DataError naming ``name`` and the 1-based line."""
+    for lineno, raw in enumerate(stream, 1):
+        if lineno == 1:
+            if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise DataError(name, None, "input looks UTF-16 encoded (UTF-16 byte-order mark); "
+                                            "give UTF-8 text")
+            if raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        yield _decode(raw, name, lineno)
+
+
 def _decode(raw: bytes, path, lineno: int) -> str:
     """Decode one line as UTF-8, or raise a DataError pointing at the bad byte."""
     try:

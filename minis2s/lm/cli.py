@@ -6,7 +6,8 @@ import sys
 
 
 def add_lm_parser(sub) -> None:
-    from ..cli import _nonneg_int, _positive_float, _positive_int, _unit_float, add_threads_option
+    from ..cli import (_nonneg_int, _positive_float, _positive_int, _unit_open_float,
+                       add_max_memory, add_threads_option)
     from .training import LMConfig
     d = LMConfig()
     lm = sub.add_parser("lm", help="language models: n-gram and LSTM")
@@ -28,8 +29,10 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
     t.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size)
     t.add_argument("--layers", type=_positive_int, default=d.layers)
-    t.add_argument("--dropout", type=_unit_float, default=d.dropout)
+    t.add_argument("--dropout", type=_unit_open_float, default=d.dropout)
     t.add_argument("--tie-weights", action="store_true")
+    t.add_argument("--max-length", type=_positive_int, default=d.max_length, metavar="N",
+                   help=f"drop sentences longer than N tokens, with a warning (default {d.max_length})")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     t.add_argument("--lr", type=_positive_float, default=d.lr)
@@ -37,6 +40,7 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--out", metavar="DIR")
     t.add_argument("--quiet", action="store_true")
     add_threads_option(t)
+    add_max_memory(t)
     t.set_defaults(func=cmd_lm_train)
 
     s = lsub.add_parser("score", help="log-probability and perplexity of each line")
@@ -45,6 +49,7 @@ def add_lm_parser(sub) -> None:
                    help="default: standard input; one sentence per line, a blank line is the empty sentence")
     s.add_argument("--rank", action="store_true", help="order the lines from most to least probable")
     add_threads_option(s)
+    add_max_memory(s)
     s.set_defaults(func=cmd_lm_score)
 
     g = lsub.add_parser("generate", help="sample sentences from an LSTM language model")
@@ -57,6 +62,7 @@ def add_lm_parser(sub) -> None:
     g.add_argument("--max-length", type=_positive_int, default=50)
     g.add_argument("--seed", type=_nonneg_int, default=0)
     add_threads_option(g)
+    add_max_memory(g)
     g.set_defaults(func=cmd_lm_generate)
 
     c = lsub.add_parser("compare", help="test perplexity of n-grams (orders 1-5) and an LSTM")
@@ -81,14 +87,22 @@ def _lines(path):
 def cmd_lm_train(args) -> int:
     from dataclasses import fields
     from .training import LMConfig, fit_lm
-    from ..cli import set_threads, tune_allocator
+    from ..cli import (_require_training_memory, _warnings_to_stderr, check_out_dir, set_threads,
+                       tune_allocator)
+    from ..memory import lstm_lm_params
     tune_allocator()
+    check_out_dir(args.out)
     names = {f.name for f in fields(LMConfig)}
     cfg = LMConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    if cfg.model == "lstm":
+        _require_training_memory(f"an LSTM language model with --emb-size {cfg.emb_size} "
+                                 f"--hidden-size {cfg.hidden_size} --layers {cfg.layers}",
+                                 lstm_lm_params(4, cfg.emb_size, cfg.hidden_size, cfg.layers), "adam")
     threads = set_threads(args, cfg.hidden_size if cfg.model == "lstm" else None)
     if not cfg.quiet:
         print(threads["header"], flush=True)
-    figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True))
+    with _warnings_to_stderr():
+        figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True))
     print(f"valid perplexity {figures['valid_ppl']:.3f}  test perplexity {figures['test_ppl']:.3f}")
     print(f"model saved in {figures['run_dir']}  ({figures['time']:.0f}s)")
     return 0
@@ -120,13 +134,15 @@ def cmd_lm_score(args) -> int:
 
 
 def cmd_lm_generate(args) -> int:
+    """Sentences are printed as they are sampled, a batch at a time: ``--n 100000000`` runs in
+    constant memory and its first lines appear at once."""
     from .training import load_lm
     from ..cli import _saved_hidden_size, set_threads
     lm = load_lm(args.model)
     set_threads(args, _saved_hidden_size(args.model))
-    for text in lm.generate(args.n, args.max_length, args.temperature, args.top_k, args.greedy,
-                            args.prompt, args.seed):
-        print(text)
+    for text in lm.iter_generate(args.n, args.max_length, args.temperature, args.top_k,
+                                 args.greedy, args.prompt, args.seed):
+        print(text, flush=True)
     return 0
 
 

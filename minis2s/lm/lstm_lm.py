@@ -44,6 +44,11 @@ class LSTMLanguageModel(nn.Module):
         super().__init__()
         if tie_weights and emb_size != hidden_size:
             raise ValueError(f"tie_weights needs emb_size == hidden_size, got {emb_size} and {hidden_size}")
+        from ..memory import lstm_lm_params, model_bytes, require
+        n_params = lstm_lm_params(vocab_size, emb_size, hidden_size, num_layers)
+        require(model_bytes(n_params), f"an LSTM language model of {n_params:,} parameters "
+                f"(emb_size {emb_size}, hidden_size {hidden_size}, num_layers {num_layers}, "
+                f"vocabulary {vocab_size})")
         self.config = dict(vocab_size=vocab_size, emb_size=emb_size, hidden_size=hidden_size,
                            num_layers=num_layers, dropout=dropout, pad_idx=pad_idx,
                            tie_weights=tie_weights)
@@ -72,25 +77,49 @@ class LSTMLanguageModel(nn.Module):
         return F.cross_entropy(ops.reshape(logits, (-1, v)), ops.reshape(target, (-1,)),
                                ignore_index=self.pad_idx, reduction=reduction)
 
+    # At most this many numbers per array while scoring: a batch's (B, T, V) scores are made
+    # a slice of steps at a time, and a batch whose (B, T) ids alone would pass it (one line of
+    # a million words among short ones) is scored a sentence at a time.
+    score_cells: int = 1 << 22
+
     @no_grad()
     def score(self, sentences, batch_size: int = 64):
         """Log-probability (natural log) of each id sentence (without BOS/EOS; they are added)
-        and its cross-entropy per predicted token. Returns a list of ``(logprob, n_tokens)``."""
+        and its cross-entropy per predicted token. Returns a list of ``(logprob, n_tokens)``.
+
+        Memory stays bounded whatever the length: the scores over the vocabulary are computed
+        for at most ``score_cells`` (row, step, word) cells at a time, slices of steps that carry
+        the LSTM state from one slice to the next (the same probabilities)."""
         was = self.training
         self.eval()
         results = []
         for start in range(0, len(sentences), batch_size):
             chunk = [[BOS] + list(s) + [EOS] for s in sentences[start:start + batch_size]]
-            ids, lengths = pad_batch(chunk)
-            x_in, x_out = ids[:, :-1], ids[:, 1:]
+            if len(chunk) * max(len(c) for c in chunk) <= self.score_cells:
+                results.extend(self._score_batch(chunk))
+            else:
+                for c in chunk:
+                    results.extend(self._score_batch([c]))
+        self.train(was)
+        return results
+
+    def _score_batch(self, chunk):
+        ids, lengths = pad_batch(chunk)
+        x_in, x_out = ids[:, :-1], ids[:, 1:]                                 # (B, T)
+        mask = x_out != self.pad_idx
+        steps = max(1, self.score_cells // (len(chunk) * self.config["vocab_size"]))
+        if x_in.shape[1] <= steps:                                           # one slice
             logits, _ = self(x_in, lengths - 1)
             logp = B.to_numpy(F.log_softmax(logits, dim=-1).data)            # (B, T, V)
             picked = np.take_along_axis(logp, x_out[:, :, None], axis=2)[:, :, 0]
-            mask = x_out != self.pad_idx
-            for row, m in zip(picked, mask):
-                results.append((float(row[m].sum()), int(m.sum())))
-        self.train(was)
-        return results
+            return [(float(row[m].sum()), int(m.sum())) for row, m in zip(picked, mask)]
+        totals, state = np.zeros(len(chunk)), None
+        for s in range(0, x_in.shape[1], steps):
+            logits, state = self(x_in[:, s:s + steps], hx=state)              # (B, t, V)
+            logp = B.to_numpy(F.log_softmax(logits, dim=-1).data)
+            picked = np.take_along_axis(logp, x_out[:, s:s + steps, None], axis=2)[:, :, 0]
+            totals += np.where(mask[:, s:s + steps], picked, 0.0).sum(axis=1, dtype=np.float64)
+        return [(float(t), int(m.sum())) for t, m in zip(totals, mask)]
 
     @no_grad()
     def generate(self, n: int = 1, max_len: int = 50, temperature: float = 1.0, top_k: int | None = None,

@@ -96,6 +96,7 @@ class NGramLM:
         self._vocab = [EOS, UNK] + sorted(words)
         self._vocab_set = set(self._vocab)
         self._ngrams = Counter()
+        self._require_memory(sum(len(s) + 1 for s in sentences))
         n = self.order
         for sent in sentences:
             padded = self._pad(sent)
@@ -110,12 +111,20 @@ class NGramLM:
     def _pad(self, sentence: Sequence[str]) -> list[str]:
         return [BOS] * (self.order - 1) + [self._map(t) for t in sentence] + [EOS]
 
+    def _require_memory(self, n_events: int) -> None:
+        """Refuse, before counting, an order whose tables cannot fit in memory
+        (``minis2s.memory.ngram_bytes``: they grow with the order squared under Kneser-Ney)."""
+        from ..memory import ngram_bytes, require
+        require(ngram_bytes(n_events, self.order, self.smoothing == "kneser-ney"),
+                f"an order-{self.order} {self.smoothing} n-gram model of {n_events:,} n-grams")
+
     def _build(self) -> None:
         """Derive the per-order tables from the raw highest-order counts ``self._ngrams``.
 
         ``self._tables[n]`` maps a context (tuple of ``n - 1`` tokens) to
         ``(counts: dict word -> count, total c(h), distinct N1+(h .))``.
         """
+        self._require_memory(len(self._ngrams))
         N = self.order
         raw = {N: self._ngrams}
         if self.smoothing == "kneser-ney":
@@ -233,6 +242,9 @@ class NGramLM:
             raise ValueError(f"'vocab' must be a list of strings starting with {EOS!r}, {UNK!r}")
         lm._vocab = list(vocab)
         lm._vocab_set = set(lm._vocab)
+        if not isinstance(d["ngrams"], list) or not d["ngrams"]:
+            raise ValueError("'ngrams' must be a non-empty list of rows (a fitted model counts at "
+                             "least one n-gram)")
         for row in d["ngrams"]:
             if (not isinstance(row, list) or len(row) != lm.order + 1
                     or not all(isinstance(t, str) for t in row[:-1])

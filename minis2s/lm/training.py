@@ -22,7 +22,8 @@ from grad import optim
 from grad.nn.utils import clip_grad_norm_
 from grad.tensor import Tensor
 
-from ..checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
+from ..checkpoint import (FORMAT_VERSION, CheckpointError, append_line, load_checkpoint, read_json,
+                          save_checkpoint, write_json)
 from ..engine import Engine, Events
 from .lstm_lm import LSTMLanguageModel, pad_batch, perplexity_from_scores
 
@@ -43,6 +44,7 @@ class LMConfig:
     layers: int = 1
     dropout: float = 0.1
     tie_weights: bool = False
+    max_length: int = 5000            # longer sentences are dropped, with a warning
     epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-3
@@ -93,11 +95,29 @@ def load_corpus(cfg: LMConfig):
         raise ValueError("give --corpus FILE or --builtin NAME")
     if cfg.tokenizer == "bpe":
         from ..data.bpe import BPETokenizer
-        tok = BPETokenizer.train(texts[0], cfg.bpe_merges)
+        # a line of more words than --max-length has more tokens too: not worth learning from
+        tok = BPETokenizer.train([t for t in texts[0] if len(t.split()) <= cfg.max_length],
+                                 cfg.bpe_merges)
     else:
         tok = get_tokenizer(cfg.tokenizer)
-    splits = [[tok.tokenize(t) for t in split] for split in texts]
+    splits = [_within_max_length([tok.tokenize(t) for t in split], name, cfg.max_length)
+              for name, split in zip(("train", "valid", "test"), texts)]
     return splits[0], splits[1], splits[2], tok, info
+
+
+def _within_max_length(sentences, name: str, max_length: int):
+    """Drop sentences longer than ``max_length`` tokens, as ``minis2s train`` drops pairs: a
+    5 MB line would otherwise be one LSTM sequence of a million steps."""
+    import warnings
+    kept = [s for s in sentences if len(s) <= max_length]
+    dropped = len(sentences) - len(kept)
+    if sentences and not kept:
+        raise ValueError(f"no {name} sentence is within --max-length {max_length} tokens "
+                         f"(all {len(sentences)} are longer)")
+    if dropped:
+        warnings.warn(f"{name}: dropped {dropped} of {len(sentences)} sentences longer than "
+                      f"--max-length {max_length} tokens", stacklevel=3)
+    return kept
 
 
 # ------------------------------------------------------------------------------ n-gram
@@ -170,9 +190,8 @@ def train_lstm(cfg: LMConfig, train, valid, test, run_dir: Path | None = None, l
             best["state"] = {k: B.xp.asarray(v, copy=True) for k, v in model.state_dict().items()}
         log(f"epoch {engine.state.epoch:>2}  valid perplexity {math.exp(ce):9.3f}" + ("  *" if improved else ""))
         if run_dir is not None:
-            with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps({"epoch": engine.state.epoch, "valid_loss": ce,
-                                    "valid_ppl": math.exp(ce)}) + "\n")
+            append_line(run_dir / "log.jsonl", json.dumps({"epoch": engine.state.epoch, "valid_loss": ce,
+                                                           "valid_ppl": math.exp(ce)}))
             save_checkpoint(run_dir / "last.npz", model, opt, {"epoch": engine.state.epoch})
             if improved:
                 save_checkpoint(run_dir / "best.npz", model, opt, {"epoch": engine.state.epoch})
@@ -221,11 +240,22 @@ class LoadedLM:
         return self.model.score([self.vocab.encode(t) for t in token_lists])
 
     def generate(self, n=1, max_len=50, temperature=1.0, top_k=None, greedy=False, prompt=None, seed=0):
+        return list(self.iter_generate(n, max_len, temperature, top_k, greedy, prompt, seed))
+
+    def iter_generate(self, n=1, max_len=50, temperature=1.0, top_k=None, greedy=False,
+                      prompt=None, seed=0, batch: int = 64):
+        """The ``n`` sentences of ``generate``, yielded as they are sampled, ``batch`` at a time
+        (one generator draws them all), so any ``n`` takes the memory of one batch. Up to
+        ``batch`` sentences the draws are those of one call to the model's ``generate``."""
         if self.kind != "lm-lstm":
             raise ValueError("generation is implemented for LSTM language models (--model lstm)")
         prompt_ids = self.vocab.encode(self.tokenizer.tokenize(prompt)) if prompt else None
-        outs = self.model.generate(n, max_len, temperature, top_k, greedy, prompt_ids, grad.Generator(seed))
-        return [self.tokenizer.detokenize(self.vocab.decode(o)) for o in outs]
+        gen = grad.Generator(seed)
+        for start in range(0, n, batch):
+            outs = self.model.generate(min(batch, n - start), max_len, temperature, top_k, greedy,
+                                       prompt_ids, gen)
+            for o in outs:
+                yield self.tokenizer.detokenize(self.vocab.decode(o))
 
 
 def load_lm(run_dir) -> LoadedLM:
@@ -245,6 +275,9 @@ def load_lm(run_dir) -> LoadedLM:
         raise CheckpointError(f"{config_path}: format version {config.get('format_version')}, "
                               f"this minis2s reads version {FORMAT_VERSION}")
     kind = config.get("kind")
+    if kind is None and "model" in config and "data" in config:
+        raise CheckpointError(f"{run_dir}: a translation run, not a language model; read it with "
+                              f"'minis2s translate' or 'minis2s evaluate' --model {run_dir}")
     if kind not in ("lm-ngram", "lm-lstm"):
         raise CheckpointError(f"{config_path}: not a language model directory (kind {kind!r})")
     try:
@@ -261,16 +294,20 @@ def load_lm(run_dir) -> LoadedLM:
         vocab = Vocab.load(vocab_path)
     except ValueError as exc:                       # its message already names the file
         raise CheckpointError(str(exc)) from exc
-    try:
-        model = LSTMLanguageModel(**config["model"], generator=grad.Generator(0))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{config_path}: unusable model entry ({type(exc).__name__}: {exc})") from exc
-    if model.config["vocab_size"] != len(vocab):
+    from ..validate import lstm_lm_model_config
+    model_cfg = lstm_lm_model_config(config.get("model"), config_path)
+    if model_cfg["vocab_size"] != len(vocab):
         raise CheckpointError(f"{vocab_path}: {len(vocab)} tokens, but {config_path} says the model "
-                              f"has {model.config['vocab_size']}")
+                              f"has {model_cfg['vocab_size']}")
     path = run_dir / "best.npz"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        model.load_state_dict(load_checkpoint(path)["model"])
+        model = LSTMLanguageModel(**model_cfg, generator=grad.Generator(0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: unusable model entry ({exc})") from exc
+    try:                            # names and shapes checked before any data is read
+        model.load_state_dict(load_checkpoint(path, model=model)["model"])
     except ValueError as exc:
         if isinstance(exc, CheckpointError):
             raise

@@ -39,6 +39,12 @@ class Seq2Seq(nn.Module):
         super().__init__()
         if attention not in ("general", "dot", None):
             raise ValueError(f"attention must be 'general', 'dot' or None, got {attention!r}")
+        from ..memory import model_bytes, require, seq2seq_params
+        n_params = seq2seq_params(src_vocab_size, tgt_vocab_size, emb_size, hidden_size, num_layers,
+                                  attention, input_feeding)
+        require(model_bytes(n_params), f"a Seq2Seq model of {n_params:,} parameters (emb_size "
+                f"{emb_size}, hidden_size {hidden_size}, num_layers {num_layers}, vocabularies "
+                f"{src_vocab_size} and {tgt_vocab_size})")
         self.config = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
                            emb_size=emb_size, hidden_size=hidden_size, num_layers=num_layers,
                            dropout=dropout, pad_idx=pad_idx, attention=attention,

@@ -506,6 +506,12 @@ def main(argv=None) -> int:
     except TrainingError as exc:
         print(f"minis2s: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader of standard output went away (`minis2s lm generate ... | head`): stop
+        # quietly, as other command-line tools do, with SIGPIPE's exit status.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             print(f"minis2s: error: {exc}", file=sys.stderr)

@@ -80,7 +80,7 @@ class LSTMLanguageModel(nn.Module):
     # At most this many numbers per array while scoring: a batch's (B, T, V) scores are made
     # a slice of steps at a time, and a batch whose (B, T) ids alone would pass it (one line of
     # a million words among short ones) is scored a sentence at a time.
-    score_cells: int = 1 << 22
+    score_cells: int = 1 << 21
 
     @no_grad()
     def score(self, sentences, batch_size: int = 64):

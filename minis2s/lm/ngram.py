@@ -85,7 +85,9 @@ class NGramLM:
         self._vocab: list[str] = [EOS, UNK]
         self._vocab_set = set(self._vocab)
         self._ngrams: Counter = Counter()
-        self._build()
+        # no counts yet: no tables (an order-10**6 model would otherwise build 10**6 empty ones)
+        self._tables: dict[int, dict] = {}
+        self.discounts: dict[int, float] = {}
 
     # ------------------------------------------------------------------ training
     def fit(self, sentences: Iterable[Sequence[str]]) -> "NGramLM":
@@ -174,12 +176,12 @@ class NGramLM:
         """``P(word | ctx)`` for a mapped word and a full mapped context."""
         V = len(self._vocab)
         if self.smoothing == "add-k":
-            entry = self._tables[self.order].get(ctx)
+            entry = self._tables.get(self.order, {}).get(ctx)
             c, total = (entry[0].get(word, 0), entry[1]) if entry else (0, 0)
             return (c + self.k) / (total + self.k * V)
         p = 1.0 / V                                  # P_0: uniform
         for n in range(1, self.order + 1):           # interpolate upwards, order 1 .. N
-            entry = self._tables[n].get(ctx[len(ctx) - (n - 1):] if n > 1 else ())
+            entry = self._tables.get(n, {}).get(ctx[len(ctx) - (n - 1):] if n > 1 else ())
             if entry is None:                        # unseen context: keep the lower order
                 continue
             counts, total, distinct = entry
@@ -245,6 +247,7 @@ class NGramLM:
         if not isinstance(d["ngrams"], list) or not d["ngrams"]:
             raise ValueError("'ngrams' must be a non-empty list of rows (a fitted model counts at "
                              "least one n-gram)")
+        lm._require_memory(len(d["ngrams"]))
         for row in d["ngrams"]:
             if (not isinstance(row, list) or len(row) != lm.order + 1
                     or not all(isinstance(t, str) for t in row[:-1])

@@ -498,7 +498,7 @@ def test_lm_train_drops_a_5_mb_line_with_the_warning_seq2seq_gives(tmp_path):
 
 @pytest.fixture(scope="module")
 def wide_lm(tmp_path_factory):
-    """An LSTM language model over 3000 words: a long line's scores over the vocabulary are big."""
+    """An LSTM language model of some 2770 words: a long line's scores over the vocabulary are big."""
     root = tmp_path_factory.mktemp("wide")
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(3000)]
@@ -513,7 +513,7 @@ def wide_lm(tmp_path_factory):
 
 def test_lm_score_of_a_long_line_runs_in_bounded_memory(wide_lm, tmp_path):
     short = run_peak(["lm", "score", "--model", str(wide_lm)], tmp_path, "w1 w2 w3\n")
-    line = " ".join(f"w{i % 3000}" for i in range(40_000)) + "\n"       # scores: 40000 x ~2900
+    line = " ".join(f"w{i % 3000}" for i in range(40_000)) + "\n"       # scores: 40000 x 2770
     code, out, err, peak = run_peak(["lm", "score", "--model", str(wide_lm)], tmp_path, line,
                                     timeout=120)
     assert short[0] == 0 and code == 0, (short[2], err)

@@ -449,8 +449,8 @@ def test_lm_generate_of_a_hundred_million_sentences_streams_in_constant_memory(l
                             preexec_fn=_cap_address_space)
     try:
         first = [proc.stdout.readline() for _ in range(300)]           # they come as sampled
-        with open(f"/proc/{proc.pid}/status", encoding="ascii") as f:
-            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+        with open(f"/proc/{proc.pid}/status", encoding="ascii") as f:   # (no VmHWM once it ended)
+            peak = [int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:")]
         still_running = proc.poll() is None
         proc.stdout.close()                                             # like `| head -300`
         err = proc.stderr.read().decode()
@@ -460,8 +460,8 @@ def test_lm_generate_of_a_hundred_million_sentences_streams_in_constant_memory(l
             proc.kill()
             proc.wait()
     assert all(line.endswith(b"\n") for line in first), err
-    assert still_running
-    assert peak <= baselines["lstm"] + SLACK_MIB, (peak, baselines["lstm"])
+    assert still_running and peak
+    assert peak[0] <= baselines["lstm"] + SLACK_MIB, (peak, baselines["lstm"])
     assert code == 141 and err == "", (code, err)        # a closed pipe ends it quietly
 
 

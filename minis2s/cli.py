@@ -1,7 +1,8 @@
 """The ``minis2s`` command: train, translate, evaluate, plot, tasks, data (and ``lm``).
 
 Every impossible setting is refused before any work starts, with one line on stderr and exit
-code 2; an interrupted training run exits with 130 after saving a resumable checkpoint.
+code 2; an interrupted training run exits with 130 (Ctrl-C, SIGINT) or 143 (SIGTERM) after saving
+a resumable checkpoint.
 """
 from __future__ import annotations
 
@@ -500,9 +501,9 @@ def main(argv=None) -> int:
     from .train import TrainingError
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("minis2s: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:      # Ctrl-C, or trainer_core.Interrupted (SIGINT/SIGTERM)
+        print(f"minis2s: {getattr(exc, 'message', 'interrupted')}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except TrainingError as exc:
         print(f"minis2s: error: {exc}", file=sys.stderr)
         return 1

@@ -180,7 +180,7 @@ class _Killed(BaseException):
 
 @pytest.mark.parametrize("after", ["last.npz", "best.npz"])
 def test_a_kill_between_the_end_of_epoch_writes_loses_nothing(in_process, tmp_path, monkeypatch, after):
-    import minis2s.train as train
+    import minis2s.trainer_core as train      # where the checkpoints are saved
     assert in_process(["train", *TINY, "--epochs", "2", "--out", "ref"]) == 0
     assert load_checkpoint(tmp_path / "ref" / "best.npz")["trainer"]["epoch"] == 2   # epoch 2 improved
     real_save = train.save_checkpoint

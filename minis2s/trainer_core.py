@@ -1,0 +1,614 @@
+"""The trainer core shared by ``minis2s train`` (seq2seq) and ``minis2s lm train`` (LSTM and
+n-gram language models). The two trainers differ only in their batches, their loss and their
+validation figures; everything else is here, once::
+
+    RunDirectory   the run directory: created, locked (``runs.RunLock``), checked (a run of
+                   another kind or with other settings is refused; the same run stopped before
+                   its first checkpoint starts clean), and left as it was when a run fails
+                   before its first checkpoint
+    StopSignals    SIGINT and SIGTERM: stop at a batch boundary, save, exit 130 / 143; a second
+                   signal waits for the save, a third aborts at once
+    Trainer        epochs of optimisation steps on the ``Engine``: the divergence guard
+                   (``minis2s.guard``), clipping, validation, best/last checkpoints in a kill-safe
+                   order, resume, early stopping
+
+What a run directory may hold, by kind (``config.json`` says which, in ``"kind"``; seq2seq runs
+written before that key existed are recognised by their ``model``/``data``/``train`` entries)::
+
+    seq2seq    config.json src_vocab.json tgt_vocab.json log.jsonl best.npz last.npz
+    lm-lstm    config.json vocab.json log.jsonl best.npz last.npz
+    lm-ngram   config.json ngram.json
+
+``config.json`` (the run's description) is always written before the first checkpoint, so a
+directory holding weights always says what they are.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from grad import backend as B
+from grad.nn.utils import clip_grad_norm_
+
+from .checkpoint import CheckpointError, atomic_write, read_json, save_checkpoint
+from .engine import Engine, Events
+from .guard import DivergenceGuard, TrainingError, param_norm
+from .metrics import perplexity
+from .runs import RunLock
+
+KINDS = {"seq2seq": "a translation (seq2seq) run",
+         "lm-lstm": "an LSTM language-model run",
+         "lm-ngram": "an n-gram language-model run"}
+COMMANDS = {"seq2seq": "minis2s train", "lm-lstm": "minis2s lm train", "lm-ngram": "minis2s lm train"}
+RUN_FILES = ("config.json", "src_vocab.json", "tgt_vocab.json", "vocab.json", "ngram.json",
+             "log.jsonl", "best.npz", "last.npz")
+CHECKPOINTS = ("last.npz", "best.npz", "ngram.json")
+# Options that may differ between a run and the command that finds it: they change neither the
+# model nor the data nor the optimisation (``--epochs`` is the total a resume goes to).
+NOT_SETTINGS = ("epochs", "quiet", "out", "device")
+
+
+class RunDirError(ValueError):
+    """The run directory holds something a run must not overwrite or mix with; the message names
+    the directory and what it holds."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by SIGINT or SIGTERM; ``exit_code`` is 128 + the signal's number
+    (130, 143) and ``message`` says what was kept."""
+
+    def __init__(self, signum: int, message: str | None = None):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.message = message or f"interrupted ({signal.Signals(signum).name})"
+        super().__init__(self.message)
+
+
+class Aborted(Interrupted):
+    """A third SIGINT/SIGTERM: stopped at once, during the save; the progress since the last
+    checkpoint is lost, that checkpoint is intact."""
+
+
+def run_kind(config) -> str | None:
+    """The kind of run a ``config.json`` describes, or None for one no minis2s run wrote."""
+    if not isinstance(config, dict):
+        return None
+    kind = config.get("kind")
+    if kind in KINDS:
+        return kind
+    if kind is None and {"model", "data", "train"} <= config.keys():
+        return "seq2seq"              # written before run directories had a "kind"
+    return None
+
+
+def default_run_dir(base) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that holds no run files."""
+    base = Path(base)
+    out, k = base, 1
+    while any((out / name).exists() for name in RUN_FILES):
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def _settings_differences(saved, settings: dict) -> list[str]:
+    """``--option NEW (the run has OLD)`` for each setting that differs, JSON-compared."""
+    if not isinstance(saved, dict):
+        return ["(its training options are missing)"]
+    new = json.loads(json.dumps(settings))
+    out = []
+    for key in sorted(set(saved) | set(new)):
+        if key in NOT_SETTINGS or saved.get(key) == new.get(key):
+            continue
+        out.append(f"--{key.replace('_', '-')} {new.get(key)!r} (the run has {saved.get(key)!r})")
+    return out
+
+
+# =============================================================================== signals
+def _say(text: str) -> None:
+    """A line on stderr from a signal handler: ``os.write``, which never re-enters a buffered
+    stream the interrupted code may be writing to."""
+    try:
+        os.write(2, (text + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (schedulers, ``docker stop``, ``kill``) during a run.
+
+    Outside the training loop (preparing data, the final test) a signal stops the run at once:
+    there is no unsaved progress. Inside it (``deferring``) the first signal asks the trainer to
+    stop after the current step and save a resumable checkpoint; a second one is deferred until
+    that save is complete; a third aborts at once (``Aborted``), losing the progress since the
+    last checkpoint, which the atomic writes leave intact. The exit code follows the first
+    signal: 130 for SIGINT, 143 for SIGTERM."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, last_checkpoint_note=lambda: "no checkpoint had been saved yet"):
+        self.received: list[int] = []
+        self.deferring = False
+        self.aborted = False
+        self._note = last_checkpoint_note
+        self._old = {}
+
+    @property
+    def stop_requested(self) -> bool:
+        return bool(self.received)
+
+    @property
+    def first(self) -> int:
+        return self.received[0]
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return                     # signal handlers can only be set in the main thread
+        for signum in self.SIGNALS:
+            self._old[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._old.items():
+            signal.signal(signum, handler)
+        self._old = {}
+
+    @contextmanager
+    def deferred(self):
+        """The training loop and its checkpoint saves: signals are counted, not raised."""
+        self.deferring = True
+        try:
+            yield self
+        finally:
+            self.deferring = False
+
+    def _handle(self, signum, frame):
+        if self.aborted:
+            return                     # already leaving; let the abort clean up undisturbed
+        self.received.append(signum)
+        if not self.deferring:
+            raise Interrupted(self.first)
+        if len(self.received) == 2:
+            _say("minis2s: saving a resumable checkpoint before stopping; one more interrupt "
+                 "aborts at once and loses the progress since the last checkpoint")
+        elif len(self.received) >= 3:
+            self.aborted = True
+            raise Aborted(self.first, f"aborted ({signal.Signals(signum).name}, the third "
+                                      f"interrupt): the progress since the last checkpoint is "
+                                      f"lost; {self._note()}")
+
+
+# =============================================================================== run directory
+def remove_temporaries(run_dir: Path) -> None:
+    """Half-written files (``.NAME.*.tmp``) left by a process killed during an atomic write;
+    called with the run lock held, so no live writer owns them."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """The directories ``path.mkdir(parents=True)`` would create, deepest first."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+class RunDirectory:
+    """One run's directory, for the length of a ``with`` block::
+
+        with RunDirectory("runs/x", "seq2seq", settings=asdict(cfg)) as run:   # a new run
+        with RunDirectory("runs/x", "seq2seq", resume=True) as run:            # --resume
+
+    On entry: creates the directory, takes its lock (``runs.RunLock``), removes temporaries left
+    by a killed writer, and checks what is there. A new run refuses (``RunDirError``, exit 2) a
+    directory holding run files without a ``config.json``, a ``config.json`` no minis2s run
+    wrote, a run of another kind, a run with other settings, or a run that has a checkpoint
+    (continue it with ``--resume``); the same run (same kind and settings) stopped before its
+    first checkpoint is removed and started clean. A resume refuses a directory that does not
+    hold a run of this kind. Signal handling (``StopSignals``) is on for the whole block.
+
+    On exit: a new run that failed before its first checkpoint (bad data, an error, an
+    interrupt) removes every file it wrote, the lock file and the directories it created, so a
+    failed run leaves nothing behind. A run with a checkpoint keeps everything."""
+
+    def __init__(self, path, kind: str, settings: dict | None = None, resume: bool = False):
+        if kind not in KINDS:
+            raise ValueError(f"unknown run kind {kind!r}")
+        self.path, self.kind, self.settings, self.resume = Path(path), kind, settings, resume
+        self.signals = StopSignals(self.last_checkpoint_note)
+        self._lock = RunLock(self.path)
+        self._created: list[Path] = []
+        self._lock_existed = True
+
+    @property
+    def command(self) -> str:
+        return COMMANDS[self.kind]
+
+    def has_checkpoint(self) -> bool:
+        return any((self.path / name).exists() for name in CHECKPOINTS)
+
+    def resume_checkpoint(self) -> Path:
+        """The checkpoint a resume continues from: ``last.npz``, else ``best.npz`` (a run killed
+        between its first two end-of-epoch writes has only that; both hold the same state)."""
+        last = self.path / "last.npz"
+        return last if last.exists() or not (self.path / "best.npz").exists() else self.path / "best.npz"
+
+    def last_checkpoint_note(self) -> str:
+        for name in ("last.npz", "best.npz"):
+            if (self.path / name).exists():
+                return f"the last checkpoint, {self.path / name}, is intact"
+        return "no checkpoint had been saved yet"
+
+    # ------------------------------------------------------------------ enter / exit
+    def __enter__(self):
+        self.signals.install()
+        try:
+            self._created = _missing_dirs(self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_existed = (self.path / ".lock").exists()
+            self._lock.__enter__()
+            remove_temporaries(self.path)
+            if self.resume:
+                self._check_resume()
+            else:
+                self._check_new()
+        except BaseException:
+            self._leave(remove_lock=not self._lock_existed)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.signals.restore()           # from here on, a signal acts as it would without us
+        failed_early = exc_type is not None and not self.resume and not self.has_checkpoint()
+        if failed_early:
+            for name in RUN_FILES:
+                try:
+                    (self.path / name).unlink()
+                except FileNotFoundError:
+                    pass
+        self._leave(remove_lock=failed_early)
+        return False
+
+    def _leave(self, remove_lock: bool) -> None:
+        self.signals.restore()
+        if remove_lock and self._lock.fd is not None:
+            try:
+                (self.path / ".lock").unlink()      # while still holding it
+            except OSError:
+                pass
+        self._lock.__exit__(None, None, None)
+        for d in self._created:                     # deepest first; only if left empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+    # ------------------------------------------------------------------ checks
+    def _read_config(self):
+        path = self.path / "config.json"
+        try:
+            return read_json(path)
+        except CheckpointError:
+            return None
+
+    def _check_resume(self) -> None:
+        path = self.path / "config.json"
+        config = read_json(path)                    # CheckpointError naming it when missing
+        kind = run_kind(config)
+        if kind is None:
+            raise RunDirError(f"{path} is not the config of a minis2s run; nothing to resume")
+        if kind != self.kind:
+            how = ("n-gram runs are counted in one pass and cannot be resumed" if kind == "lm-ngram"
+                   else f"continue it with: {COMMANDS[kind]} --resume {self.path}")
+            raise RunDirError(f"{self.path} holds {KINDS[kind]}, not {KINDS[self.kind]}; {how}")
+
+    def _check_new(self) -> None:
+        present = [name for name in RUN_FILES if (self.path / name).exists()]
+        if not present:
+            return
+        where, other_out = self.path, "choose another --out"
+        if "config.json" not in present:
+            raise RunDirError(f"{where} holds {', '.join(present)} without a config.json (files "
+                              f"of an unknown run); {self.command} will not overwrite them: "
+                              f"{other_out}")
+        config = self._read_config()
+        kind = run_kind(config)
+        if kind is None:
+            raise RunDirError(f"{where / 'config.json'} is not the config of a minis2s run; "
+                              f"{self.command} will not overwrite it: {other_out}")
+        if kind != self.kind:
+            raise RunDirError(f"{where} holds {KINDS[kind]}; {self.command} would overwrite it "
+                              f"with {KINDS[self.kind]}: {other_out}")
+        differences = _settings_differences(config.get("train"), self.settings or {})
+        if differences:
+            shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+            raise RunDirError(f"{where} holds {KINDS[kind]} with other settings ({shown}): "
+                              f"{other_out}")
+        if kind == "lm-ngram" and "ngram.json" in present:
+            raise RunDirError(f"{where} already holds this n-gram model: {other_out}")
+        if "last.npz" in present or "best.npz" in present:
+            raise RunDirError(f"{where} already holds a run; continue it with --resume {where} "
+                              f"or {other_out}")
+        # The same run, stopped before its first checkpoint: nothing of value, start clean.
+        for name in present:
+            (self.path / name).unlink()
+
+
+# =============================================================================== the trainer
+def trim_log(path: Path, iteration: int) -> None:
+    """Drop log lines written after the checkpoint (``iteration`` steps into the run): a run
+    killed between writing an epoch's log line and its checkpoint re-runs that epoch on resume
+    and writes the line again. Works for end-of-epoch and mid-epoch (Ctrl-C) checkpoints alike;
+    a line that does not parse (cut short by a full disk) is dropped too."""
+    if not path.is_file():
+        return
+
+    def keep(line):
+        try:
+            return json.loads(line).get("iteration", 0) <= iteration
+        except (ValueError, AttributeError):
+            return False
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = [line for line in lines if line.strip() and keep(line)]
+    if len(kept) != len(lines):
+        text = "".join(line + "\n" for line in kept).encode("utf-8")
+        atomic_write(path, lambda f: f.write(text))
+
+
+class Progress:
+    """A tqdm bar per epoch, silent under --quiet or when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.bar = None
+
+    def start(self, epoch, total):
+        if self.enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, file=sys.stderr)
+
+    def update(self, loss):
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3f}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class Trainer:
+    """Epochs of optimisation steps, wired on the event ``Engine``::
+
+        EPOCH_STARTED        learning-rate schedule (``lr_for_epoch``), progress bar
+        ITERATION_COMPLETED  progress bar; a stop signal received? stop at this batch boundary
+        EPOCH_COMPLETED      validate -> best.npz (if better) -> log line -> last.npz -> early stop
+
+    One step, watched by the divergence guard (``minis2s.guard.DivergenceGuard``):
+    ``loss_fn(batch) -> (loss, value, n_tokens)`` (the tensor to minimise, its value per token,
+    the tokens it covers) -> loss check -> backward -> clip the global gradient norm -> gradient
+    check -> optimizer step -> parameter check. A diverged step stops the run (``TrainingError``,
+    exit 1, the last checkpoint untouched) or, under ``nan_policy="skip"``, is skipped when no
+    update was applied yet. ``batches(epoch)`` rebuilds an epoch's batches (seeded by the epoch,
+    so a resumed run rebuilds the same order); ``validate()`` returns the validation figures (a
+    dict holding ``select``); ``describe(record, improved)`` is the line printed per epoch.
+
+    ``last.npz`` (the resume point) is written last at the end of an epoch, so a kill at any
+    instant re-runs at most that epoch, identically. A stop signal saves a mid-epoch ``last.npz``
+    and raises ``Interrupted``. With ``run=None`` (``lm compare``) nothing is written and the
+    best weights are kept in memory."""
+
+    def __init__(self, model, optimizer, *, loss_fn, batches, validate, describe, epochs: int,
+                 max_grad_norm: float, run: RunDirectory | None = None, nan_policy: str = "stop",
+                 skip_option: bool = False, select: str = "loss",
+                 higher_is_better: bool = False, patience: int | None = None, lr_for_epoch=None,
+                 generators: dict | None = None, quiet: bool = False, log=print,
+                 run_info: dict | None = None):
+        self.model, self.optimizer, self.run = model, optimizer, run
+        self.loss_fn, self.batches, self.validate, self.describe = loss_fn, batches, validate, describe
+        self.epochs, self.max_grad_norm = epochs, max_grad_norm
+        self.nan_policy, self.skip_option = nan_policy, skip_option     # is --nan-policy an option?
+        self.select, self.higher_is_better, self.patience = select, higher_is_better, patience
+        self.lr_for_epoch, self.generators = lr_for_epoch, dict(generators or {})
+        self.log, self.run_info = log, dict(run_info or {})      # run_info: added to log lines
+        self.params = list(model.parameters())
+        self.named_params = list(model.named_parameters())
+        self.guard = DivergenceGuard()
+        self.best_state = None             # in-memory best weights when run is None
+        self.tracker = {"best": None, "bad_epochs": 0, "skipped": 0, "epoch_nll": 0.0,
+                        "epoch_tokens": 0, "epoch_gnorm": 0.0, "epoch_steps": 0,
+                        "epoch_start": time.time()}
+        self.progress = Progress(quiet)
+        self.engine = Engine(self._step)
+        self.engine.add_event_handler(Events.EPOCH_STARTED, self._start_epoch)
+        self.engine.add_event_handler(Events.ITERATION_COMPLETED, self._after_step)
+        self.engine.add_event_handler(Events.EPOCH_COMPLETED, self._end_epoch)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def best(self):
+        return self.tracker["best"]
+
+    def state(self) -> dict:
+        """The trainer's part of a checkpoint: position, best score, generators, epoch sums."""
+        st, t = self.engine.state, self.tracker
+        out = {"epoch": st.epoch, "iteration": st.iteration,
+               "iteration_in_epoch": getattr(st, "iteration_in_epoch", 0),
+               "best": t["best"], "bad_epochs": t["bad_epochs"], "skipped": t["skipped"],
+               "lr": self.optimizer.lr}
+        for name, gen in self.generators.items():
+            out[name] = gen.state_dict() if gen is not None else None
+        out["epoch_sums"] = [t["epoch_nll"], t["epoch_tokens"], t["epoch_gnorm"], t["epoch_steps"]]
+        return out
+
+    def restore(self, ckpt: dict) -> dict:
+        """Continue from a checkpoint (``checkpoint.load_checkpoint``'s dict): weights,
+        optimizer, position, best score, generators; log lines after it are dropped. Returns the
+        trainer state."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        ts = ckpt["trainer"]
+        self.tracker.update(best=ts["best"], bad_epochs=ts["bad_epochs"], skipped=ts["skipped"])
+        (self.tracker["epoch_nll"], self.tracker["epoch_tokens"], self.tracker["epoch_gnorm"],
+         self.tracker["epoch_steps"]) = ts["epoch_sums"]
+        for name, gen in self.generators.items():
+            if gen is not None and ts.get(name):
+                gen.load_state_dict(ts[name])
+        self.optimizer.lr = ts["lr"]
+        self.engine.load_state_dict({"epoch": ts["epoch"], "iteration": ts["iteration"],
+                                     "iteration_in_epoch": ts["iteration_in_epoch"],
+                                     "max_epochs": self.epochs})
+        if self.run is not None:
+            trim_log(self.run.path / "log.jsonl", ts["iteration"])
+        return ts
+
+    def _save(self, name: str, state: dict) -> None:
+        save_checkpoint(self.run.path / name, self.model, self.optimizer, state)
+
+    # ------------------------------------------------------------------ one step
+    def _step(self, engine, batch):
+        self.model.train()
+        guard = self.guard
+        with guard.step():
+            loss, value, n_tokens = self.loss_fn(batch)
+            problem = guard.check_loss(value)
+            if problem:
+                return self._diverged(engine, problem)
+            self.optimizer.zero_grad()
+            loss.backward()
+            gnorm = clip_grad_norm_(self.params, self.max_grad_norm).item()
+            problem = guard.check_grad_norm(gnorm)
+            if problem:
+                self.optimizer.zero_grad()
+                return self._diverged(engine, problem)
+            self.optimizer.step()
+            problem = guard.check_params(self.named_params)
+            if problem:
+                return self._diverged(engine, problem, can_skip=False)
+        t = self.tracker
+        t["epoch_nll"] += value * n_tokens
+        t["epoch_tokens"] += n_tokens
+        t["epoch_gnorm"] += gnorm
+        t["epoch_steps"] += 1
+        return {"loss": value, "grad_norm": gnorm}
+
+    def _diverged(self, engine, what: str, can_skip: bool = True):
+        """Stop (exit 1, last good checkpoint untouched) or, under --nan-policy skip, skip."""
+        where = f"epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+        if self.nan_policy == "skip" and can_skip:
+            self.tracker["skipped"] += 1
+            self.guard.warn_once("skip", f"skipped the batch at {where}: {what} (--nan-policy "
+                                         "skip; further skipped batches are counted in log.jsonl, "
+                                         "not shown)")
+            return {"loss": float("nan"), "skipped": True}
+        saved = ("no checkpoint had been saved yet" if self.run is None
+                 or not (self.run.path / "last.npz").exists()
+                 else f"the last good checkpoint in {self.run.path} is untouched")
+        if not self.skip_option:
+            hint = "try a lower --lr"
+        elif can_skip:
+            hint = "try a lower --lr, or --nan-policy skip"
+        else:
+            hint = "--nan-policy skip cannot undo an update that was already applied; try a lower --lr"
+        raise TrainingError(f"{what} at {where}; {saved} ({hint})")
+
+    # ------------------------------------------------------------------ handlers
+    def _stop_requested(self) -> bool:
+        return self.run is not None and self.run.signals.stop_requested
+
+    def _start_epoch(self, engine):
+        if self.lr_for_epoch is not None:
+            self.optimizer.lr = self.lr_for_epoch(engine.state.epoch)
+        if getattr(engine.state, "iteration_in_epoch", 0) == 0:
+            self.tracker.update(epoch_nll=0.0, epoch_tokens=0, epoch_gnorm=0.0, epoch_steps=0)
+        self.tracker["epoch_start"] = time.time()
+        self.progress.start(engine.state.epoch, engine.state.epoch_length)
+
+    def _after_step(self, engine):
+        self.progress.update(engine.state.output.get("loss", float("nan")))
+        if self._stop_requested():
+            engine.terminate()
+
+    def _end_epoch(self, engine):
+        self.progress.close()
+        t = self.tracker
+        metrics = self.validate()
+        train_ce = t["epoch_nll"] / max(t["epoch_tokens"], 1)
+        record = {"epoch": engine.state.epoch, "iteration": engine.state.iteration,
+                  "lr": self.optimizer.lr, "train_loss": train_ce,
+                  "train_ppl": perplexity(train_ce),
+                  **{f"valid_{k}": v for k, v in metrics.items()},
+                  "param_norm": param_norm(self.params),
+                  "grad_norm": t["epoch_gnorm"] / max(t["epoch_steps"], 1),
+                  "skipped_batches": t["skipped"],
+                  "time": round(time.time() - t["epoch_start"], 2), **self.run_info}
+        score = metrics[self.select]
+        improved = (t["best"] is None or (score > t["best"] if self.higher_is_better
+                                          else score < t["best"]))
+        if improved:
+            t["best"], t["bad_epochs"] = score, 0
+        else:
+            t["bad_epochs"] += 1
+        engine.state.iteration_in_epoch = 0
+        state = self.state()
+        if self.run is None:
+            if improved:
+                self.best_state = {k: B.xp.asarray(v, copy=True)
+                                   for k, v in self.model.state_dict().items()}
+        else:
+            # Order matters for a kill at any instant: last.npz is the resume point, so it is
+            # written LAST. A kill before it re-runs this epoch on resume (identically),
+            # rewriting best.npz and the log line, whose stale copy the resume drops (trim_log).
+            if improved:
+                self._save("best.npz", state)
+            with open(self.run.path / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            self._save("last.npz", state)
+        self.log(self.describe(record, improved))
+        if self.patience is not None and t["bad_epochs"] >= self.patience:
+            self.log(f"early stopping: no better valid {self.select} for {self.patience} epochs")
+            engine.terminate()
+        if self._stop_requested():
+            engine.terminate()          # the epoch's checkpoint is the resumable one
+
+    # ------------------------------------------------------------------ the run
+    def fit(self) -> None:
+        """Train up to ``epochs`` epochs (from where ``restore`` left the position). On a stop
+        signal: save a resumable ``last.npz`` and raise ``Interrupted`` (exit 130 / 143)."""
+        if self.run is None:
+            try:
+                with self.guard.run():
+                    self.engine.run(self.batches, max_epochs=self.epochs)
+            finally:
+                self.progress.close()
+            return
+        signals = self.run.signals
+        with signals.deferred():
+            try:
+                with self.guard.run():
+                    self.engine.run(self.batches, max_epochs=self.epochs)
+            finally:
+                self.progress.close()
+            if signals.stop_requested:
+                self._save("last.npz", self.state())
+        if signals.stop_requested:
+            st = self.engine.state
+            name = signal.Signals(signals.first).name
+            self.log(f"interrupted ({name}): saved a resumable checkpoint at epoch {st.epoch}, "
+                     f"iteration {st.iteration}; continue with: {self.run.command} --resume "
+                     f"{self.run.path}")
+            raise Interrupted(signals.first, f"interrupted ({name}) after saving a resumable "
+                                             f"checkpoint in {self.run.path}")

@@ -335,7 +335,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _read_lines(path):
+def _read_lines(path, lazy: bool = False):
+    """Input lines of a file (read whole: a bad byte is an error naming the file and line) or of
+    standard input (``lazy``: as they arrive, for ``translate`` to answer each batch at once)."""
     from .data.parallel import iter_text_lines, read_text_lines
     if path:
         return read_text_lines(path)          # a bad byte is an error naming the file and line
@@ -344,10 +346,12 @@ def _read_lines(path):
               file=sys.stderr)
     binary = getattr(sys.stdin, "buffer", None)
     if binary is None:                        # a text stream put in place of stdin (tests)
-        return [line.rstrip("\r\n") for line in sys.stdin]
-    # The bytes, decoded by the rules of --input: a bad byte or UTF-16 is an error naming the
-    # line of <stdin>, never a silent <unk>; a UTF-8 byte-order mark is dropped.
-    return list(iter_text_lines(binary, "<stdin>"))
+        lines = (line.rstrip("\r\n") for line in sys.stdin)
+    else:
+        # The bytes, decoded by the rules of --input: a bad byte or UTF-16 is an error naming
+        # the line of <stdin>, never a silent <unk>; a UTF-8 byte-order mark is dropped.
+        lines = iter_text_lines(binary, "<stdin>")
+    return lines if lazy else list(lines)
 
 
 @contextlib.contextmanager
@@ -393,6 +397,8 @@ def _saved_hidden_size(run_dir):
 
 
 def cmd_translate(args) -> int:
+    """Translations are written as they are produced, in input order, a batch at a time (a line
+    at a time from a terminal), each flushed: Ctrl-C keeps every finished line."""
     from . import load
     if args.n_best > args.beam_size:
         raise UsageError(f"--n-best ({args.n_best}) cannot be larger than --beam-size ({args.beam_size})")
@@ -401,22 +407,25 @@ def cmd_translate(args) -> int:
     _use_device(args.device)
     model = load(args.model)
     set_threads(args, _saved_hidden_size(args.model))
-    lines = _read_lines(args.input)
-    with _warnings_to_stderr():
-        results = model.translate(lines, beam_size=args.beam_size, n_best=args.n_best,
-                                  length_penalty=args.length_penalty,
-                                  max_output_length=args.max_output_length, return_details=True)
-    with output_stream(args.output) as out:
-        for r in results:
+    interactive = not args.input and sys.stdin.isatty()
+    lines = _read_lines(args.input, lazy=True)
+    first = None
+    with output_stream(args.output) as out, _warnings_to_stderr():
+        for r in model.translate_stream(lines, beam_size=args.beam_size, n_best=args.n_best,
+                                        length_penalty=args.length_penalty,
+                                        max_output_length=args.max_output_length,
+                                        batch_size=1 if interactive else 64):
+            first = r if first is None else first
             if args.n_best == 1:
                 print(r.text, file=out)
             else:
                 for rank, option in enumerate(r, 1):
                     print(f"{rank}\t{option.score:.4f}\t{option.text}", file=out)
                 print(file=out)
-    if args.plot_attention and results:
+            out.flush()
+    if args.plot_attention and first is not None:
         from .plot import plot_attention
-        first = results[0] if args.n_best == 1 else results[0][0]
+        first = first if args.n_best == 1 else first[0]
         plot_attention(first.source_tokens + ["</s>"], first.tokens + ["</s>"], first.attention,
                        args.plot_attention)
         print(f"attention plot written to {args.plot_attention}", file=sys.stderr)

@@ -333,8 +333,8 @@ class RunDirectory:
                               f"with {KINDS[self.kind]}: {other_out}")
         differences = _settings_differences(config.get("train"), self.settings or {})
         if differences:
-            shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
-            raise RunDirError(f"{where} holds {KINDS[kind]} with other settings ({shown}): "
+            shown = ", ".join(differences[:3]) + (", ..." if len(differences) > 3 else "")
+            raise RunDirError(f"{where} holds {KINDS[kind]} with other settings: {shown}; "
                               f"{other_out}")
         if kind == "lm-ngram" and "ngram.json" in present:
             raise RunDirError(f"{where} already holds this n-gram model: {other_out}")
@@ -606,9 +606,7 @@ class Trainer:
                 self._save("last.npz", self.state())
         if signals.stop_requested:
             st = self.engine.state
-            name = signal.Signals(signals.first).name
-            self.log(f"interrupted ({name}): saved a resumable checkpoint at epoch {st.epoch}, "
-                     f"iteration {st.iteration}; continue with: {self.run.command} --resume "
-                     f"{self.run.path}")
-            raise Interrupted(signals.first, f"interrupted ({name}) after saving a resumable "
-                                             f"checkpoint in {self.run.path}")
+            raise Interrupted(signals.first, f"interrupted ({signal.Signals(signals.first).name}): "
+                                             f"saved a resumable checkpoint at epoch {st.epoch}, "
+                                             f"iteration {st.iteration}; continue with: "
+                                             f"{self.run.command} --resume {self.run.path}")

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections import namedtuple
 from pathlib import Path
@@ -29,24 +30,29 @@ class Translator:
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.max_length = max_length
 
-    def _encode_sources(self, sentences):
+    def _encode_sources(self, sentences, counts: dict):
+        """Id rows (EOS appended) and source tokens; unknown and truncated inputs are added to
+        ``counts``, which the caller turns into one warning each."""
         from .data.vocab import EOS, UNK
-        ids, tokens, unknown, truncated = [], [], 0, 0
+        ids, tokens = [], []
         for s in sentences:
             toks = self.src_tokenizer.tokenize(s)
             if len(toks) > self.max_length:
-                toks, truncated = toks[:self.max_length], truncated + 1
+                toks, counts["truncated"] = toks[:self.max_length], counts["truncated"] + 1
             row = self.src_vocab.encode(toks)
-            unknown += sum(1 for i in row if i == UNK)
+            counts["unknown"] += sum(1 for i in row if i == UNK)
             ids.append(row + [EOS])
             tokens.append(toks)
-        if unknown:
-            warnings.warn(f"{unknown} source token(s) not in the vocabulary were mapped to <unk>",
-                          stacklevel=3)
-        if truncated:
-            warnings.warn(f"{truncated} input(s) longer than the model's maximum source length "
-                          f"({self.max_length} tokens) were truncated", stacklevel=3)
         return ids, tokens
+
+    @staticmethod
+    def _warn(counts: dict) -> None:
+        if counts["unknown"]:
+            warnings.warn(f"{counts['unknown']} source token(s) not in the vocabulary were mapped "
+                          "to <unk>", stacklevel=3)
+        if counts["truncated"]:
+            warnings.warn(f"{counts['truncated']} input(s) longer than the model's maximum source "
+                          f"length ({counts['max_length']} tokens) were truncated", stacklevel=3)
 
     def translate(self, sentences, beam_size: int = 5, n_best: int = 1,
                   length_penalty: float = 0.0, max_output_length: int | None = None,
@@ -59,40 +65,65 @@ class Translator:
         """
         if isinstance(sentences, str):
             raise TypeError("translate() takes a list of strings; wrap a single sentence in a list")
+        results = list(self.translate_stream(sentences, beam_size, n_best, length_penalty,
+                                             max_output_length, batch_size))
+        if return_details:
+            return results
+        return [r.text for r in results] if n_best == 1 else [[o.text for o in r] for r in results]
+
+    def translate_stream(self, sentences, beam_size: int = 5, n_best: int = 1,
+                         length_penalty: float = 0.0, max_output_length: int | None = None,
+                         batch_size: int = 64):
+        """Translate an iterable of strings lazily: read ``batch_size`` of them, translate them,
+        yield their results in input order, and only then read on, so a reader of the output (a
+        file being written, Ctrl-C) has every finished line. Yields a ``Translation`` per
+        sentence (``n_best == 1``) or a list of ``n_best`` of them. The warnings about unknown
+        tokens and truncated inputs come once, when the input is exhausted."""
+        if isinstance(sentences, str):
+            raise TypeError("translate_stream() takes an iterable of strings, not one string")
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 1 <= n_best <= beam_size:
             raise ValueError(f"n_best ({n_best}) must be between 1 and beam_size ({beam_size})")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         max_len = max_output_length or 2 * self.max_length + 10
-        ids, src_tokens = self._encode_sources(sentences)
+        counts = {"unknown": 0, "truncated": 0, "max_length": self.max_length}
+        lines = iter(sentences)
+        while True:
+            chunk = list(itertools.islice(lines, batch_size))
+            if not chunk:
+                break
+            ids, src_tokens = self._encode_sources(chunk, counts)
+            for options in self._translate_batch(ids, src_tokens, beam_size, n_best,
+                                                 length_penalty, max_len):
+                yield options[0] if n_best == 1 else options
+        self._warn(counts)
+
+    def _translate_batch(self, ids, src_tokens, beam_size, n_best, length_penalty, max_len):
+        """One batch of id rows -> a list of ``n_best`` ``Translation``s per row."""
+        lengths = np.array([len(r) for r in ids], dtype=np.int64)
+        src = np.zeros((len(ids), int(lengths.max())), dtype=np.int64)
+        for i, r in enumerate(ids):
+            src[i, :len(r)] = r
+        if beam_size == 1:
+            out = self.model.greedy(src, lengths, max_len=max_len)
+            tokens, scores, att = out.tokens[:, None], out.scores[:, None], out.attention[:, None]
+        else:
+            out = self.model.beam_search(src, lengths, beam_size=beam_size, n_best=n_best,
+                                         length_penalty=length_penalty, max_len=max_len)
+            tokens, scores, att = out.tokens, out.scores, out.attention
         results = []
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start:start + batch_size]
-            lengths = np.array([len(r) for r in chunk], dtype=np.int64)
-            src = np.zeros((len(chunk), int(lengths.max())), dtype=np.int64)
-            for i, r in enumerate(chunk):
-                src[i, :len(r)] = r
-            if beam_size == 1:
-                out = self.model.greedy(src, lengths, max_len=max_len)
-                tokens, scores, att = out.tokens[:, None], out.scores[:, None], out.attention[:, None]
-            else:
-                out = self.model.beam_search(src, lengths, beam_size=beam_size, n_best=n_best,
-                                             length_penalty=length_penalty, max_len=max_len)
-                tokens, scores, att = out.tokens, out.scores, out.attention
-            for i in range(len(chunk)):
-                options = []
-                for j in range(n_best):
-                    toks = self.tgt_vocab.decode(tokens[i, j].tolist())
-                    text = self.tgt_tokenizer.detokenize(toks)
-                    length = min(len(toks) + 1, att.shape[2])
-                    options.append(Translation(text, toks, float(scores[i, j]),
-                                               att[i, j, :length, :int(lengths[i])],
-                                               src_tokens[start + i]))
-                results.append(options)
-        if return_details:
-            return [r[0] for r in results] if n_best == 1 else results
-        texts = [[o.text for o in r] for r in results]
-        return [t[0] for t in texts] if n_best == 1 else texts
+        for i in range(len(ids)):
+            options = []
+            for j in range(n_best):
+                toks = self.tgt_vocab.decode(tokens[i, j].tolist())
+                text = self.tgt_tokenizer.detokenize(toks)
+                length = min(len(toks) + 1, att.shape[2])
+                options.append(Translation(text, toks, float(scores[i, j]),
+                                           att[i, j, :length, :int(lengths[i])], src_tokens[i]))
+            results.append(options)
+        return results
 
 
 def load(run_dir, checkpoint: str = "best") -> Translator:

@@ -352,14 +352,34 @@ def make_task(name: str, seed: int = 0, n_train: int | None = None, n_valid: int
 
 def write_task(name: str, out_dir, seed: int = 0, **sizes) -> dict[str, Path]:
     """Write the splits of ``make_task(name, seed, **sizes)`` to ``out_dir/<split>.tsv``
-    (UTF-8, ``source<TAB>target`` per line).  Returns ``{split: path}``."""
+    (UTF-8, ``source<TAB>target`` per line).  Returns ``{split: path}``.
+
+    Existing files are never overwritten: if any of the split files is already there, a
+    ``ValueError`` names it before anything is written. Each file is written atomically
+    (``checkpoint.atomic_write``), and a failure removes the files this call wrote."""
+    from ..checkpoint import atomic_write
+    splits = make_task(name, seed, **sizes)
     out = Path(out_dir)
+    paths = {split: out / f"{split}.tsv" for split in splits}
+    for path in paths.values():
+        if path.exists() or path.is_symlink():
+            raise ValueError(f"{path} already exists; minis2s data does not overwrite files: "
+                             f"choose another --out or remove it")
+    created = [d for d in (out, *out.parents) if not d.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, pairs in make_task(name, seed, **sizes).items():
-        path = out / f"{split}.tsv"
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            for src, tgt in pairs:
-                f.write(f"{src}\t{tgt}\n")
-        paths[split] = path
+    written = []
+    try:
+        for split, pairs in splits.items():
+            data = "".join(f"{src}\t{tgt}\n" for src, tgt in pairs).encode("utf-8")
+            atomic_write(paths[split], lambda f: f.write(data))
+            written.append(paths[split])
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for d in created:                  # deepest first, only if left empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
     return paths

@@ -14,7 +14,7 @@ def add_lm_parser(sub) -> None:
     lsub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
 
     t = lsub.add_parser("train", help="train an n-gram or LSTM language model")
-    src = t.add_mutually_exclusive_group(required=True)
+    src = t.add_mutually_exclusive_group()             # one of them, unless --resume
     src.add_argument("--corpus", metavar="FILE",
                      help="UTF-8 text, one sentence per line, blank lines skipped (split 80/10/10)")
     src.add_argument("--builtin", choices=["pydoc", "markov", "brackets"])
@@ -37,7 +37,10 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     t.add_argument("--lr", type=_positive_float, default=d.lr)
     t.add_argument("--seed", type=_nonneg_int, default=d.seed)
-    t.add_argument("--out", metavar="DIR")
+    t.add_argument("--out", metavar="DIR",
+                   help="run directory (default: runs/lm-NAME-MODEL, numbered if taken)")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the LSTM run in DIR (--epochs is the total)")
     t.add_argument("--quiet", action="store_true")
     add_threads_option(t)
     add_max_memory(t)
@@ -84,25 +87,47 @@ def _lines(path):
     return _read_lines(path)
 
 
+# A resumed run keeps the corpus, model and optimisation settings it was started with.
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "threads", "max_memory", "command", "lm_command",
+                   "func"}
+
+
 def cmd_lm_train(args) -> int:
+    import os
     from dataclasses import fields
     from .training import LMConfig, fit_lm
-    from ..cli import (_require_training_memory, _warnings_to_stderr, check_out_dir, set_threads,
+    from ..cli import (UsageError, _require_training_memory, _saved_hidden_size,
+                       _warnings_to_stderr, build_parser, check_out_dir, set_threads,
                        tune_allocator)
     from ..memory import lstm_lm_params
+    if args.resume:
+        if not os.path.isdir(args.resume):
+            raise UsageError(f"--resume {args.resume}: no such run directory")
+        defaults = vars(build_parser().parse_args(["lm", "train"]))
+        given = [name for name, value in vars(args).items()
+                 if name not in _RESUME_OPTIONS and value != defaults.get(name)]
+        if given:
+            raise UsageError("--resume continues the run with the settings it was started with; "
+                             "only --epochs, --quiet, --threads and --max-memory can be given, not "
+                             + ", ".join("--" + n.replace("_", "-") for n in given))
+    elif not (args.corpus or args.builtin):
+        raise UsageError("one of the arguments --corpus --builtin is required")
     tune_allocator()
     check_out_dir(args.out)
     names = {f.name for f in fields(LMConfig)}
     cfg = LMConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-    if cfg.model == "lstm":
+    if cfg.model == "lstm" and not args.resume:
         _require_training_memory(f"an LSTM language model with --emb-size {cfg.emb_size} "
                                  f"--hidden-size {cfg.hidden_size} --layers {cfg.layers}",
                                  lstm_lm_params(4, cfg.emb_size, cfg.hidden_size, cfg.layers), "adam")
-    threads = set_threads(args, cfg.hidden_size if cfg.model == "lstm" else None)
+    hidden = (_saved_hidden_size(args.resume) if args.resume
+              else cfg.hidden_size if cfg.model == "lstm" else None)
+    threads = set_threads(args, hidden)
     if not cfg.quiet:
         print(threads["header"], flush=True)
     with _warnings_to_stderr():
-        figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True))
+        figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True),
+                         resume=args.resume)
     print(f"valid perplexity {figures['valid_ppl']:.3f}  test perplexity {figures['test_ppl']:.3f}")
     print(f"model saved in {figures['run_dir']}  ({figures['time']:.0f}s)")
     return 0

@@ -7,9 +7,7 @@ same, whatever the length of the batch it falls in, so both kinds fit by maximum
 """
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,14 +15,10 @@ from pathlib import Path
 import numpy as np
 
 import grad
-from grad import backend as B
 from grad import optim
-from grad.nn.utils import clip_grad_norm_
-from grad.tensor import Tensor
 
-from ..checkpoint import (FORMAT_VERSION, CheckpointError, append_line, load_checkpoint, read_json,
-                          save_checkpoint, write_json)
-from ..engine import Engine, Events
+from ..checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, read_json, write_json
+from ..trainer_core import RunDirectory, Trainer, default_run_dir
 from .lstm_lm import LSTMLanguageModel, pad_batch, perplexity_from_scores
 
 
@@ -64,8 +58,9 @@ def _split_lines(lines):
     return train, valid, test
 
 
-def load_corpus(cfg: LMConfig):
-    """``(train, valid, test, tokenizer, info)``: sentences as token lists.
+def load_corpus(cfg: LMConfig, tokenizer=None):
+    """``(train, valid, test, tokenizer, info)``: sentences as token lists. ``tokenizer``: the
+    run's own (a resumed run), instead of one made (or, for BPE, learned) from ``cfg``.
 
     Every sentence is kept, the empty one included: an empty sentence is a real event (``</s>``
     right after ``<s>``), which both models predict -- the n-gram as ``P(</s> | <s> ...)``, the
@@ -93,7 +88,9 @@ def load_corpus(cfg: LMConfig):
         texts = list(_split_lines(lines))
     else:
         raise ValueError("give --corpus FILE or --builtin NAME")
-    if cfg.tokenizer == "bpe":
+    if tokenizer is not None:
+        tok = tokenizer
+    elif cfg.tokenizer == "bpe":
         from ..data.bpe import BPETokenizer
         # a line of more words than --max-length has more tokens too: not worth learning from
         tok = BPETokenizer.train([t for t in texts[0] if len(t.split()) <= cfg.max_length],
@@ -139,20 +136,25 @@ def evaluate_lm(model, ids, batch_size: int = 64) -> float:
     return math.log(perplexity_from_scores(scores))
 
 
-def train_lstm(cfg: LMConfig, train, valid, test, run_dir: Path | None = None, log=print):
+def _lstm_model_config(cfg: LMConfig, vocab) -> dict:
+    return dict(vocab_size=len(vocab), emb_size=cfg.emb_size, hidden_size=cfg.hidden_size,
+                num_layers=cfg.layers, dropout=cfg.dropout, pad_idx=0, tie_weights=cfg.tie_weights)
+
+
+def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = None, log=print,
+               vocab=None, ckpt: dict | None = None):
     """Teacher-forced training on ``x[:-1] -> x[1:]`` with Adam and clipping, validated each
-    epoch; the best epoch (valid cross-entropy) is kept."""
+    epoch; the best epoch (valid cross-entropy) is kept. On the trainer core
+    (``minis2s.trainer_core.Trainer``): with a ``run`` directory, checkpoints every epoch, a
+    resumable checkpoint on SIGINT/SIGTERM, and ``ckpt`` to continue from; without one
+    (``lm compare``), the best weights are kept in memory. Returns ``(model, vocab, figures)``."""
     from ..data.batching import make_batches
     from ..data.vocab import Vocab
-    vocab = Vocab.build(train, min_freq=cfg.min_freq)
-    gen = grad.Generator(cfg.seed)
-    model = LSTMLanguageModel(len(vocab), cfg.emb_size, cfg.hidden_size, cfg.layers, cfg.dropout,
-                              tie_weights=cfg.tie_weights, generator=gen)
+    vocab = vocab if vocab is not None else Vocab.build(train, min_freq=cfg.min_freq)
+    model = LSTMLanguageModel(**_lstm_model_config(cfg, vocab), generator=grad.Generator(cfg.seed))
     opt = optim.Adam(model.parameters(), lr=cfg.lr)
-    params = list(model.parameters())
     ids = {"train": _encode(vocab, train), "valid": _encode(vocab, valid), "test": _encode(vocab, test)}
     lengths = [len(s) for s in ids["train"]]
-    best = {"ce": None, "state": None}
 
     # Batches are length-bucketed, so one batch can hold 32 empty sentences (32 predicted tokens)
     # and another 32 long ones (hundreds). A per-batch *mean* would weigh each token by one over
@@ -167,62 +169,86 @@ def train_lstm(cfg: LMConfig, train, valid, test, run_dir: Path | None = None, l
         rng = np.random.default_rng([cfg.seed, epoch])
         return make_batches(lengths, cfg.batch_size, True, rng)
 
-    def step(engine, idx):
-        seqs = [ids["train"][i] for i in idx]
-        arr, lens = pad_batch(seqs)
-        model.train()
+    def loss_fn(idx):
+        arr, lens = pad_batch([ids["train"][i] for i in idx])
         total = model.loss(arr[:, :-1], arr[:, 1:], lens - 1, reduction="sum")
-        loss = total / per_batch
-        opt.zero_grad()
-        loss.backward()
-        clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        return total.item() / int((lens - 1).sum())        # this batch's nats per token
+        n_tokens = int((lens - 1).sum())
+        return total / per_batch, total.item() / n_tokens, n_tokens     # value: nats per token
 
-    trainer = Engine(step)
-
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def validate(engine):
+    def validate():
         ce = evaluate_lm(model, ids["valid"])
-        improved = best["ce"] is None or ce < best["ce"]
-        if improved:
-            best["ce"] = ce
-            best["state"] = {k: B.xp.asarray(v, copy=True) for k, v in model.state_dict().items()}
-        log(f"epoch {engine.state.epoch:>2}  valid perplexity {math.exp(ce):9.3f}" + ("  *" if improved else ""))
-        if run_dir is not None:
-            append_line(run_dir / "log.jsonl", json.dumps({"epoch": engine.state.epoch, "valid_loss": ce,
-                                                           "valid_ppl": math.exp(ce)}))
-            save_checkpoint(run_dir / "last.npz", model, opt, {"epoch": engine.state.epoch})
-            if improved:
-                save_checkpoint(run_dir / "best.npz", model, opt, {"epoch": engine.state.epoch})
+        return {"loss": ce, "ppl": math.exp(min(ce, 700.0))}
 
-    trainer.run(batches, max_epochs=cfg.epochs)
-    model.load_state_dict(best["state"])
+    def describe(record, improved):
+        return (f"epoch {record['epoch']:>2}  valid perplexity {record['valid_ppl']:9.3f}"
+                + ("  *" if improved else ""))
+
+    trainer = Trainer(model, opt, run=run, loss_fn=loss_fn, batches=batches, validate=validate,
+                      describe=describe, epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm,
+                      generators={"dropout_generator": model.dropout_generator},
+                      quiet=cfg.quiet, log=log)
+    if ckpt is not None:
+        ts = trainer.restore(ckpt)
+        log(f"resuming {run.path} at epoch {ts['epoch']}, iteration {ts['iteration']}")
+    trainer.fit()
+    if run is not None:
+        model.load_state_dict(load_checkpoint(run.path / "best.npz")["model"])
+    else:
+        model.load_state_dict(trainer.best_state)
     test_ce = evaluate_lm(model, ids["test"])
-    return model, vocab, {"valid_ppl": math.exp(best["ce"]), "test_ppl": math.exp(test_ce)}
+    return model, vocab, {"valid_ppl": math.exp(min(trainer.best, 700.0)),
+                          "test_ppl": math.exp(min(test_ce, 700.0))}
 
 
 # ------------------------------------------------------------------------------ run dirs
-def fit_lm(cfg: LMConfig, log=print) -> dict:
-    """Train the model ``cfg`` names and save it in a run directory; returns the figures."""
+def fit_lm(cfg: LMConfig, log=print, resume=None) -> dict:
+    """Train the model ``cfg`` names and save it in a run directory, or continue the LSTM run
+    in ``resume`` (``cfg.epochs`` is then the total); returns the figures. Every kind takes the
+    run lock and the run-directory checks of ``minis2s.trainer_core.RunDirectory``, and writes
+    its description (``config.json``, and ``vocab.json`` for an LSTM) before any model file."""
     start = time.time()
-    train, valid, test, tok, info = load_corpus(cfg)
-    out = Path(cfg.out or f"runs/lm-{cfg.builtin or Path(cfg.corpus).stem}-{cfg.model}")
-    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        run = RunDirectory(resume, "lm-lstm", resume=True)
+    else:
+        if cfg.model not in ("ngram", "lstm"):
+            raise ValueError(f"--model must be 'ngram' or 'lstm', got {cfg.model!r}")
+        if not (cfg.corpus or cfg.builtin):
+            raise ValueError("give --corpus FILE or --builtin NAME")
+        out = (Path(cfg.out) if cfg.out else
+               default_run_dir(f"runs/lm-{cfg.builtin or Path(cfg.corpus).stem}-{cfg.model}"))
+        run = RunDirectory(out, f"lm-{cfg.model}", settings=asdict(cfg))
+    with run:
+        figures = _fit_lm_locked(cfg, run, log)
+    figures.update(run_dir=str(run.path), time=time.time() - start)
+    return figures
+
+
+def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log) -> dict:
+    from ..data.vocab import Vocab
+    from ..runs import tokenizer_from_config
+    out, tok, ckpt = run.path, None, None
+    if run.resume:
+        saved = read_json(out / "config.json")
+        cfg = LMConfig(**{**saved["train"], "epochs": cfg.epochs, "quiet": cfg.quiet, "out": str(out)})
+        tok = tokenizer_from_config(saved["tokenizer"])
+        ckpt = load_checkpoint(run.resume_checkpoint())
+    train, valid, test, tok, info = load_corpus(cfg, tokenizer=tok)
     config = {"format_version": FORMAT_VERSION, "kind": f"lm-{cfg.model}", "train": asdict(cfg),
               "tokenizer": tok.to_dict(), "corpus_info": info}
     if cfg.model == "ngram":
+        write_json(out / "config.json", config)           # the description first
         lm, figures = train_ngram(cfg, train, valid, test)
         lm.save(out / "ngram.json")
-    elif cfg.model == "lstm":
-        (out / "log.jsonl").unlink(missing_ok=True)
-        model, vocab, figures = train_lstm(cfg, train, valid, test, out, log)
-        write_json(out / "vocab.json", vocab.to_dict())
-        config["model"] = model.config
     else:
-        raise ValueError(f"--model must be 'ngram' or 'lstm', got {cfg.model!r}")
-    write_json(out / "config.json", config)
-    figures.update(run_dir=str(out), time=time.time() - start, info=info)
+        if run.resume:
+            vocab = Vocab.load(out / "vocab.json")
+        else:
+            vocab = Vocab.build(train, min_freq=cfg.min_freq)
+            config["model"] = _lstm_model_config(cfg, vocab)
+            write_json(out / "vocab.json", vocab.to_dict())
+            write_json(out / "config.json", config)       # before the first checkpoint
+        _, _, figures = train_lstm(cfg, train, valid, test, run, log, vocab=vocab, ckpt=ckpt)
+    figures["info"] = info
     return figures
 
 

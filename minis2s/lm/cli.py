@@ -128,7 +128,9 @@ def cmd_lm_train(args) -> int:
     with _warnings_to_stderr():
         figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True),
                          resume=args.resume)
-    print(f"valid perplexity {figures['valid_ppl']:.3f}  test perplexity {figures['test_ppl']:.3f}")
+    from ..metrics import format_ppl
+    print(f"valid perplexity {format_ppl(figures['valid_ppl'], 0, 3)}  test perplexity "
+          f"{format_ppl(figures['test_ppl'], 0, 3)}")
     print(f"model saved in {figures['run_dir']}  ({figures['time']:.0f}s)")
     return 0
 

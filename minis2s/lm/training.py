@@ -18,6 +18,7 @@ import grad
 from grad import optim
 
 from ..checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, read_json, write_json
+from ..metrics import format_ppl, perplexity
 from ..trainer_core import RunDirectory, Trainer, default_run_dir
 from .lstm_lm import LSTMLanguageModel, pad_batch, perplexity_from_scores
 
@@ -177,10 +178,10 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
 
     def validate():
         ce = evaluate_lm(model, ids["valid"])
-        return {"loss": ce, "ppl": math.exp(min(ce, 700.0))}
+        return {"loss": ce, "ppl": perplexity(ce)}
 
     def describe(record, improved):
-        return (f"epoch {record['epoch']:>2}  valid perplexity {record['valid_ppl']:9.3f}"
+        return (f"epoch {record['epoch']:>2}  valid perplexity {format_ppl(record['valid_ppl'], 9, 3)}"
                 + ("  *" if improved else ""))
 
     trainer = Trainer(model, opt, run=run, loss_fn=loss_fn, batches=batches, validate=validate,
@@ -195,9 +196,9 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
         model.load_state_dict(load_checkpoint(run.path / "best.npz")["model"])
     else:
         model.load_state_dict(trainer.best_state)
-    test_ce = evaluate_lm(model, ids["test"])
-    return model, vocab, {"valid_ppl": math.exp(min(trainer.best, 700.0)),
-                          "test_ppl": math.exp(min(test_ce, 700.0))}
+    with trainer.guard.run():
+        test_ce = evaluate_lm(model, ids["test"])
+    return model, vocab, {"valid_ppl": perplexity(trainer.best), "test_ppl": perplexity(test_ce)}
 
 
 # ------------------------------------------------------------------------------ run dirs

@@ -283,7 +283,8 @@ def test_a_third_signal_during_the_save_aborts_at_once_keeping_the_previous_chec
 
 # ----------------------------------------------------------------------------- lm train --resume
 def _log_figures(run_dir):
-    return [{k: v for k, v in json.loads(line).items() if k != "time"}
+    how_it_ran = ("time", "blas_threads", "threads_reason")
+    return [{k: v for k, v in json.loads(line).items() if k not in how_it_ran}
             for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
@@ -332,7 +333,7 @@ def test_lm_resume_refuses_options_it_would_ignore(tmp_path, runs_of_each_kind):
     shutil.copytree(runs_of_each_kind / "lm-lstm", tmp_path / "d")
     r = run(["lm", "train", "--resume", "d", "--hidden-size", "64"], tmp_path)
     assert r.returncode == 2
-    assert "only --epochs and --quiet can be given, not --hidden-size" in _one_error_line(r.stderr)
+    assert "only --epochs, --quiet and --threads can be given, not --hidden-size" in _one_error_line(r.stderr)
 
 
 @pytest.mark.parametrize("lr,expected", [

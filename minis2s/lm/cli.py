@@ -127,7 +127,8 @@ def cmd_lm_train(args) -> int:
         print(threads["header"], flush=True)
     with _warnings_to_stderr():
         figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True),
-                         resume=args.resume)
+                         resume=args.resume, run_info={"blas_threads": threads["blas_threads"],
+                                                       "threads_reason": threads["threads_reason"]})
     from ..metrics import format_ppl
     print(f"valid perplexity {format_ppl(figures['valid_ppl'], 0, 3)}  test perplexity "
           f"{format_ppl(figures['test_ppl'], 0, 3)}")

@@ -143,12 +143,13 @@ def _lstm_model_config(cfg: LMConfig, vocab) -> dict:
 
 
 def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = None, log=print,
-               vocab=None, ckpt: dict | None = None):
+               vocab=None, ckpt: dict | None = None, run_info: dict | None = None):
     """Teacher-forced training on ``x[:-1] -> x[1:]`` with Adam and clipping, validated each
     epoch; the best epoch (valid cross-entropy) is kept. On the trainer core
     (``minis2s.trainer_core.Trainer``): with a ``run`` directory, checkpoints every epoch, a
     resumable checkpoint on SIGINT/SIGTERM, and ``ckpt`` to continue from; without one
-    (``lm compare``), the best weights are kept in memory. Returns ``(model, vocab, figures)``."""
+    (``lm compare``), the best weights are kept in memory. ``run_info`` (e.g. the BLAS thread
+    count) is added to every log.jsonl line. Returns ``(model, vocab, figures)``."""
     from ..data.batching import make_batches
     from ..data.vocab import Vocab
     vocab = vocab if vocab is not None else Vocab.build(train, min_freq=cfg.min_freq)
@@ -187,7 +188,7 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
     trainer = Trainer(model, opt, run=run, loss_fn=loss_fn, batches=batches, validate=validate,
                       describe=describe, epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm,
                       generators={"dropout_generator": model.dropout_generator},
-                      quiet=cfg.quiet, log=log)
+                      quiet=cfg.quiet, log=log, run_info=run_info)
     if ckpt is not None:
         ts = trainer.restore(ckpt)
         log(f"resuming {run.path} at epoch {ts['epoch']}, iteration {ts['iteration']}")
@@ -202,7 +203,7 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
 
 
 # ------------------------------------------------------------------------------ run dirs
-def fit_lm(cfg: LMConfig, log=print, resume=None) -> dict:
+def fit_lm(cfg: LMConfig, log=print, resume=None, run_info: dict | None = None) -> dict:
     """Train the model ``cfg`` names and save it in a run directory, or continue the LSTM run
     in ``resume`` (``cfg.epochs`` is then the total); returns the figures. Every kind takes the
     run lock and the run-directory checks of ``minis2s.trainer_core.RunDirectory``, and writes
@@ -219,12 +220,12 @@ def fit_lm(cfg: LMConfig, log=print, resume=None) -> dict:
                default_run_dir(f"runs/lm-{cfg.builtin or Path(cfg.corpus).stem}-{cfg.model}"))
         run = RunDirectory(out, f"lm-{cfg.model}", settings=asdict(cfg))
     with run:
-        figures = _fit_lm_locked(cfg, run, log)
+        figures = _fit_lm_locked(cfg, run, log, run_info)
     figures.update(run_dir=str(run.path), time=time.time() - start)
     return figures
 
 
-def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log) -> dict:
+def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info) -> dict:
     from ..data.vocab import Vocab
     from ..runs import tokenizer_from_config
     out, tok, ckpt = run.path, None, None
@@ -248,7 +249,8 @@ def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log) -> dict:
             config["model"] = _lstm_model_config(cfg, vocab)
             write_json(out / "vocab.json", vocab.to_dict())
             write_json(out / "config.json", config)       # before the first checkpoint
-        _, _, figures = train_lstm(cfg, train, valid, test, run, log, vocab=vocab, ckpt=ckpt)
+        _, _, figures = train_lstm(cfg, train, valid, test, run, log, vocab=vocab, ckpt=ckpt,
+                                   run_info=run_info)
     figures["info"] = info
     return figures
 

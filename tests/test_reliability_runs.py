@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -480,37 +481,73 @@ def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_behind(tmp_pat
 
 
 # ----------------------------------------------------------------------------- translate
-@pytest.mark.parametrize("to", ["output", "stdout"])
-def test_translate_writes_as_it_goes_and_ctrl_c_keeps_the_finished_lines(runs_of_each_kind, tmp_path, to):
-    model = runs_of_each_kind / "seq2seq"
-    n = 64 * 120
-    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-    lines = [f"{1 + i % 28} {months[i % 12]} {1950 + i % 97}" for i in range(n)]
-    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args = [sys.executable, "-m", "minis2s", "translate", "--model", str(model), "--input", "in.txt",
-            "--beam-size", "1", "--max-output-length", "12"]
-    reference = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env())
-    assert reference.returncode == 0, reference.stderr
-    assert len(reference.stdout.splitlines()) == n
-    out_path = tmp_path / "out.txt"
-    with open(tmp_path / "stdout.txt", "w") as stdout:
-        proc = subprocess.Popen(args + (["--output", "out.txt"] if to == "output" else []),
-                                cwd=tmp_path, env=env(), stdout=stdout, stderr=subprocess.PIPE,
-                                text=True)
-        written = out_path if to == "output" else tmp_path / "stdout.txt"
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+TRANSLATE = ["translate", "--beam-size", "1", "--max-output-length", "12"]
+
+
+def _dates(n):
+    return [f"{1 + i % 28} {MONTHS[i % 12]} {1950 + i % 97}" for i in range(n)]
+
+
+def _translated(model, lines, cwd):
+    """The translations of ``lines`` by an uninterrupted ``minis2s translate``."""
+    r = run([*TRANSLATE, "--model", str(model)], cwd, input="\n".join(lines) + "\n")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_translate_answers_each_batch_before_reading_the_rest_of_the_input(runs_of_each_kind, tmp_path):
+    """Standard input stays open after 2 batches and 2 lines: the 128 lines of the 2 batches are
+    written while translate waits for more input; Ctrl-C then keeps them."""
+    model, lines = runs_of_each_kind / "seq2seq", _dates(130)
+    out = tmp_path / "stdout.txt"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "minis2s", *TRANSLATE, "--model", str(model)],
+                                cwd=tmp_path, env=env(), stdin=subprocess.PIPE, stdout=stdout,
+                                stderr=subprocess.PIPE, text=True)
         try:
-            assert wait_for(lambda: written.exists() and written.stat().st_size > 0, timeout=120)
-            running = proc.poll() is None
+            proc.stdin.write("\n".join(lines) + "\n")
+            proc.stdin.flush()                        # ... and no EOF
+            answered = wait_for(lambda: len(out.read_text().splitlines()) == 128, timeout=120)
+            time.sleep(0.2)
+            waiting = proc.poll() is None
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    assert running, "the translation had finished before its first lines were seen"
+    assert answered, "nothing was written before the end of the input"
+    assert waiting and proc.returncode == 130, err
+    assert err.strip().endswith("minis2s: interrupted")
+    assert out.read_text().splitlines() == _translated(model, lines, tmp_path)[:128]
+
+
+def test_translate_writes_as_it_goes_and_ctrl_c_keeps_the_finished_lines(runs_of_each_kind, tmp_path):
+    model, n = runs_of_each_kind / "seq2seq", 64 * 1000     # seconds of work, interrupted early
+    lines = _dates(n)
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "minis2s", *TRANSLATE, "--model", str(model),
+                             "--input", "in.txt", "--output", "out.txt"], cwd=tmp_path, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: out.exists() and out.stat().st_size > 0, timeout=120)
+        time.sleep(0.5)
+        still_translating = proc.poll() is None       # lines written while translation goes on
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert still_translating, "the output appeared only when the translation was done"
     assert proc.returncode == 130, err
     assert err.strip().endswith("minis2s: interrupted")
-    text = written.read_text(encoding="utf-8")
+    text = out.read_text(encoding="utf-8")
     got = text.splitlines()
     assert 0 < len(got) < n and text.endswith("\n")                  # whole lines only
-    assert got == reference.stdout.splitlines()[:len(got)]           # in input order
+    # The same lines in the same batches of 64 (those the finished lines came from), translated
+    # without interruption: the same translations, in input order.
+    k = -(-len(got) // 64) * 64
+    assert got == _translated(model, lines[:k], tmp_path)[:len(got)]

@@ -338,14 +338,18 @@ def test_lm_resume_refuses_options_it_would_ignore(tmp_path, runs_of_each_kind):
 
 
 @pytest.mark.parametrize("lr,expected", [
-    ("1e30", "a floating-point overflow in the forward pass"),
-    ("inf", "a parameter became non-finite in the update (embedding.weight"),
+    # Whether the overflow ends as a NaN loss or a huge finite one depends on the BLAS kernel;
+    # the guard names the overflow and stops at the same step either way.
+    ("1e30", ["floating-point overflow", "in the forward pass", "at epoch 1, iteration 2;"]),
+    ("inf", ["minis2s: error: a parameter became non-finite in the update (embedding.weight",
+             "at epoch 1, iteration 1;"]),
 ])
 def test_lm_train_with_a_diverging_learning_rate_stops_with_exit_1(tmp_path, corpus, lr, expected):
     r = run([*lm_args(corpus), "--epochs", "1", "--lr", lr, "--out", "run"], tmp_path)
     assert r.returncode == 1, r.stderr
     line = _one_error_line(r.stderr)
-    assert f"minis2s: error: {expected}" in line and "at epoch 1, iteration " in line, line
+    for part in expected:
+        assert part in line, (part, line)
     assert "no checkpoint had been saved yet (try a lower --lr)" in line
     assert not (tmp_path / "run").exists()          # nothing left behind
 

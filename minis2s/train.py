@@ -215,7 +215,8 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
                               [f.name for f in fields(TrainConfig)])
         epochs = cfg.epochs
         cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "quiet": cfg.quiet, "out": str(run_dir)})
-        ckpt = load_checkpoint(run.resume_checkpoint())
+        ckpt_path = run.resume_checkpoint()
+        ckpt = load_checkpoint(ckpt_path)
     prep = prepare_data(cfg, run_dir if run.resume else None)
     model_cfg = dict(src_vocab_size=len(prep.src_vocab), tgt_vocab_size=len(prep.tgt_vocab),
                      emb_size=cfg.emb_size, hidden_size=cfg.hidden_size, num_layers=cfg.layers,
@@ -265,7 +266,7 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
                                   "tf_generator": tf_gen},
                       quiet=cfg.quiet, log=log, run_info=run_info)
     if ckpt is not None:
-        ts = trainer.restore(ckpt)
+        ts = trainer.restore(ckpt, ckpt_path)
         log(f"resuming {run_dir} at epoch {ts['epoch']}, iteration {ts['iteration']}")
     trainer.fit()
 

@@ -454,13 +454,22 @@ class Trainer:
         out["epoch_sums"] = [t["epoch_nll"], t["epoch_tokens"], t["epoch_gnorm"], t["epoch_steps"]]
         return out
 
-    def restore(self, ckpt: dict) -> dict:
-        """Continue from a checkpoint (``checkpoint.load_checkpoint``'s dict): weights,
-        optimizer, position, best score, generators; log lines after it are dropped. Returns the
-        trainer state."""
+    RESUME_KEYS = ("epoch", "iteration", "iteration_in_epoch", "best", "bad_epochs", "skipped",
+                   "lr", "epoch_sums")
+
+    def restore(self, ckpt: dict, path=None) -> dict:
+        """Continue from a checkpoint (``checkpoint.load_checkpoint``'s dict, read from
+        ``path``): weights, optimizer, position, best score, generators; log lines after it are
+        dropped. Returns the trainer state. A checkpoint without a trainer state to resume from
+        (one written before runs of its kind could resume) raises ``CheckpointError``."""
+        ts = ckpt.get("trainer")
+        missing = [k for k in self.RESUME_KEYS if not isinstance(ts, dict) or k not in ts]
+        if missing or ckpt.get("optimizer") is None:
+            what = f"missing {', '.join(missing)}" if missing else "no optimizer state"
+            raise CheckpointError(f"{path or 'checkpoint'}: no trainer state to resume from "
+                                  f"({what}); it was not written by a resumable run")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        ts = ckpt["trainer"]
         self.tracker.update(best=ts["best"], bad_epochs=ts["bad_epochs"], skipped=ts["skipped"])
         (self.tracker["epoch_nll"], self.tracker["epoch_tokens"], self.tracker["epoch_gnorm"],
          self.tracker["epoch_steps"]) = ts["epoch_sums"]

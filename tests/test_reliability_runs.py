@@ -337,6 +337,26 @@ def test_lm_resume_refuses_options_it_would_ignore(tmp_path, runs_of_each_kind):
     assert "only --epochs, --quiet and --threads can be given, not --hidden-size" in _one_error_line(r.stderr)
 
 
+def test_lm_resume_refuses_a_checkpoint_without_a_trainer_state(tmp_path, runs_of_each_kind):
+    """LSTM runs written before lm train could resume saved only ``{"epoch": E}``."""
+    import numpy as np
+    d = tmp_path / "d"
+    shutil.copytree(runs_of_each_kind / "lm-lstm", d)
+    with np.load(d / "last.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["json/meta"].tobytes().decode("utf-8"))
+    meta["trainer"] = {"epoch": 1}
+    arrays["json/meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    np.savez(d / "last.npz", **arrays)
+    before = _files(d)
+    r = run(["lm", "train", "--resume", "d", "--epochs", "2"], tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert ("d/last.npz: no trainer state to resume from (missing iteration, iteration_in_epoch, "
+            "best, bad_epochs, skipped, lr, epoch_sums); it was not written by a resumable run"
+            in _one_error_line(r.stderr))
+    assert _files(d) == before
+
+
 @pytest.mark.parametrize("lr,expected", [
     # Whether the overflow ends as a NaN loss or a huge finite one depends on the BLAS kernel;
     # the guard names the overflow and stops at the same step either way.

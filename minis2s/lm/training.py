@@ -143,13 +143,13 @@ def _lstm_model_config(cfg: LMConfig, vocab) -> dict:
 
 
 def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = None, log=print,
-               vocab=None, ckpt: dict | None = None, run_info: dict | None = None):
+               vocab=None, resume_from=None, run_info: dict | None = None):
     """Teacher-forced training on ``x[:-1] -> x[1:]`` with Adam and clipping, validated each
     epoch; the best epoch (valid cross-entropy) is kept. On the trainer core
     (``minis2s.trainer_core.Trainer``): with a ``run`` directory, checkpoints every epoch, a
-    resumable checkpoint on SIGINT/SIGTERM, and ``ckpt`` to continue from; without one
-    (``lm compare``), the best weights are kept in memory. ``run_info`` (e.g. the BLAS thread
-    count) is added to every log.jsonl line. Returns ``(model, vocab, figures)``."""
+    resumable checkpoint on SIGINT/SIGTERM, and ``resume_from`` (a checkpoint path) to continue
+    from; without one (``lm compare``), the best weights are kept in memory. ``run_info`` (e.g.
+    the BLAS thread count) is added to every log.jsonl line. Returns ``(model, vocab, figures)``."""
     from ..data.batching import make_batches
     from ..data.vocab import Vocab
     vocab = vocab if vocab is not None else Vocab.build(train, min_freq=cfg.min_freq)
@@ -189,8 +189,8 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
                       describe=describe, epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm,
                       generators={"dropout_generator": model.dropout_generator},
                       quiet=cfg.quiet, log=log, run_info=run_info)
-    if ckpt is not None:
-        ts = trainer.restore(ckpt)
+    if resume_from is not None:
+        ts = trainer.restore(load_checkpoint(resume_from), resume_from)
         log(f"resuming {run.path} at epoch {ts['epoch']}, iteration {ts['iteration']}")
     trainer.fit()
     if run is not None:
@@ -228,12 +228,12 @@ def fit_lm(cfg: LMConfig, log=print, resume=None, run_info: dict | None = None) 
 def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info) -> dict:
     from ..data.vocab import Vocab
     from ..runs import tokenizer_from_config
-    out, tok, ckpt = run.path, None, None
+    out, tok, resume_from = run.path, None, None
     if run.resume:
         saved = read_json(out / "config.json")
         cfg = LMConfig(**{**saved["train"], "epochs": cfg.epochs, "quiet": cfg.quiet, "out": str(out)})
         tok = tokenizer_from_config(saved["tokenizer"])
-        ckpt = load_checkpoint(run.resume_checkpoint())
+        resume_from = run.resume_checkpoint()
     train, valid, test, tok, info = load_corpus(cfg, tokenizer=tok)
     config = {"format_version": FORMAT_VERSION, "kind": f"lm-{cfg.model}", "train": asdict(cfg),
               "tokenizer": tok.to_dict(), "corpus_info": info}
@@ -243,14 +243,16 @@ def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info) -> dict:
         lm.save(out / "ngram.json")
     else:
         if run.resume:
+            if not (out / "vocab.json").is_file():
+                raise CheckpointError(f"{out / 'vocab.json'}: file not found")
             vocab = Vocab.load(out / "vocab.json")
         else:
             vocab = Vocab.build(train, min_freq=cfg.min_freq)
             config["model"] = _lstm_model_config(cfg, vocab)
             write_json(out / "vocab.json", vocab.to_dict())
             write_json(out / "config.json", config)       # before the first checkpoint
-        _, _, figures = train_lstm(cfg, train, valid, test, run, log, vocab=vocab, ckpt=ckpt,
-                                   run_info=run_info)
+        _, _, figures = train_lstm(cfg, train, valid, test, run, log, vocab=vocab,
+                                   resume_from=resume_from, run_info=run_info)
     figures["info"] = info
     return figures
 

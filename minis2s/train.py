@@ -226,11 +226,11 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
     model = build_model(model_cfg, cfg.seed)
     tf_gen = grad.Generator(cfg.seed + 1)
     optimizer = make_optimizer(cfg, model)
-    if not run.resume:         # the run's description, before any checkpoint
-        prep.save(run_dir)
+    if not run.resume:         # the run's description first (a kill after it: a clean restart)
         write_json(run_dir / "config.json", {"format_version": FORMAT_VERSION, "kind": "seq2seq",
                                              "model": model_cfg, "data": prep.data_config(),
                                              "train": asdict(cfg)})
+        prep.save(run_dir)     # vocabularies, training-source digests
     src_ids, tgt_ids = prep.ids["train"]
     lengths = [max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids)]
 

@@ -15,7 +15,8 @@ validation figures; everything else is here, once::
 What a run directory may hold, by kind (``config.json`` says which, in ``"kind"``; seq2seq runs
 written before that key existed are recognised by their ``model``/``data``/``train`` entries)::
 
-    seq2seq    config.json src_vocab.json tgt_vocab.json log.jsonl best.npz last.npz
+    seq2seq    config.json src_vocab.json tgt_vocab.json train_sources.npy log.jsonl best.npz
+               last.npz
     lm-lstm    config.json vocab.json log.jsonl best.npz last.npz
     lm-ngram   config.json ngram.json
 
@@ -48,8 +49,8 @@ KINDS = {"seq2seq": "a translation (seq2seq) run",
          "lm-lstm": "an LSTM language-model run",
          "lm-ngram": "an n-gram language-model run"}
 COMMANDS = {"seq2seq": "minis2s train", "lm-lstm": "minis2s lm train", "lm-ngram": "minis2s lm train"}
-RUN_FILES = ("config.json", "src_vocab.json", "tgt_vocab.json", "vocab.json", "ngram.json",
-             "log.jsonl", "best.npz", "last.npz")
+RUN_FILES = ("config.json", "src_vocab.json", "tgt_vocab.json", "train_sources.npy", "vocab.json",
+             "ngram.json", "log.jsonl", "best.npz", "last.npz")
 CHECKPOINTS = ("last.npz", "best.npz", "ngram.json")
 # Options that may differ between a run and the command that finds it: they change neither the
 # model nor the data nor the optimisation (``--epochs`` is the total a resume goes to).

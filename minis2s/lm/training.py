@@ -249,8 +249,8 @@ def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info) -> dict:
         else:
             vocab = Vocab.build(train, min_freq=cfg.min_freq)
             config["model"] = _lstm_model_config(cfg, vocab)
+            write_json(out / "config.json", config)       # first, before any other file
             write_json(out / "vocab.json", vocab.to_dict())
-            write_json(out / "config.json", config)       # before the first checkpoint
         _, _, figures = train_lstm(cfg, train, valid, test, run, log, vocab=vocab,
                                    resume_from=resume_from, run_info=run_info)
     figures["info"] = info

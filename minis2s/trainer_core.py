@@ -34,8 +34,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from grad import backend as B
 from grad.nn.utils import clip_grad_norm_
 

@@ -209,14 +209,13 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
 
 def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dict:
     start_time = time.time()
-    run_dir, ckpt = run.path, None
+    run_dir, ckpt_path = run.path, None
     if run.resume:
         saved = resume_config(read_json(run_dir / "config.json"), run_dir / "config.json",
                               [f.name for f in fields(TrainConfig)])
         epochs = cfg.epochs
         cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "quiet": cfg.quiet, "out": str(run_dir)})
         ckpt_path = run.resume_checkpoint()
-        ckpt = load_checkpoint(ckpt_path)
     prep = prepare_data(cfg, run_dir if run.resume else None)
     model_cfg = dict(src_vocab_size=len(prep.src_vocab), tgt_vocab_size=len(prep.tgt_vocab),
                      emb_size=cfg.emb_size, hidden_size=cfg.hidden_size, num_layers=cfg.layers,
@@ -265,8 +264,8 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
                       generators={"dropout_generator": model.decoder.dropout_generator,
                                   "tf_generator": tf_gen},
                       quiet=cfg.quiet, log=log, run_info=run_info)
-    if ckpt is not None:
-        ts = trainer.restore(ckpt, ckpt_path)
+    if ckpt_path is not None:  # checked against this model and optimizer; a mismatch names it
+        ts = trainer.restore(ckpt_path)
         log(f"resuming {run_dir} at epoch {ts['epoch']}, iteration {ts['iteration']}")
     trainer.fit()
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from grad import backend as B
 from grad.nn.utils import clip_grad_norm_
 
-from .checkpoint import CheckpointError, atomic_write, read_json, save_checkpoint
+from .checkpoint import CheckpointError, append_line, atomic_write, read_json, save_checkpoint
 from .engine import Engine, Events
 from .guard import DivergenceGuard, TrainingError, param_norm
 from .metrics import perplexity
@@ -312,6 +312,8 @@ class RunDirectory:
             how = ("n-gram runs are counted in one pass and cannot be resumed" if kind == "lm-ngram"
                    else f"continue it with: {COMMANDS[kind]} --resume {self.path}")
             raise RunDirError(f"{self.path} holds {KINDS[kind]}, not {KINDS[self.kind]}; {how}")
+        if not self.resume_checkpoint().is_file():       # said before any data is read
+            raise CheckpointError(f"{self.path / 'last.npz'}: checkpoint not found")
 
     def _check_new(self) -> None:
         present = [name for name in RUN_FILES if (self.path / name).exists()]
@@ -453,22 +455,21 @@ class Trainer:
         out["epoch_sums"] = [t["epoch_nll"], t["epoch_tokens"], t["epoch_gnorm"], t["epoch_steps"]]
         return out
 
-    RESUME_KEYS = ("epoch", "iteration", "iteration_in_epoch", "best", "bad_epochs", "skipped",
-                   "lr", "epoch_sums")
-
-    def restore(self, ckpt: dict, path=None) -> dict:
-        """Continue from a checkpoint (``checkpoint.load_checkpoint``'s dict, read from
-        ``path``): weights, optimizer, position, best score, generators; log lines after it are
-        dropped. Returns the trainer state. A checkpoint without a trainer state to resume from
-        (one written before runs of its kind could resume) raises ``CheckpointError``."""
-        ts = ckpt.get("trainer")
-        missing = [k for k in self.RESUME_KEYS if not isinstance(ts, dict) or k not in ts]
-        if missing or ckpt.get("optimizer") is None:
-            what = f"missing {', '.join(missing)}" if missing else "no optimizer state"
-            raise CheckpointError(f"{path or 'checkpoint'}: no trainer state to resume from "
-                                  f"({what}); it was not written by a resumable run")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+    def restore(self, path) -> dict:
+        """Continue from the checkpoint ``path``: weights, optimizer, position, best score,
+        generators; log lines after it are dropped. Returns the trainer state. Everything is
+        checked first (``minis2s.validate.restore_checkpoint``: shapes against this model, the
+        optimizer's kind and state, every trainer-state entry), so a checkpoint of another run,
+        or of a run written before its kind could resume, is a ``CheckpointError`` naming
+        ``path``, raised before the model is changed."""
+        from .validate import SEQ2SEQ_TRAINER, SEQ2SEQ_TRAINER_OPTIONAL, restore_checkpoint
+        generator_check = SEQ2SEQ_TRAINER["tf_generator"]
+        required = {k: v for k, v in SEQ2SEQ_TRAINER.items() if not k.endswith("_generator")}
+        required.update({name: generator_check for name, gen in self.generators.items()
+                         if gen is not None})
+        optional = {name: SEQ2SEQ_TRAINER_OPTIONAL["dropout_generator"]
+                    for name, gen in self.generators.items() if gen is None}
+        ts = restore_checkpoint(path, self.model, self.optimizer, required, optional)
         self.tracker.update(best=ts["best"], bad_epochs=ts["bad_epochs"], skipped=ts["skipped"])
         (self.tracker["epoch_nll"], self.tracker["epoch_tokens"], self.tracker["epoch_gnorm"],
          self.tracker["epoch_steps"]) = ts["epoch_sums"]
@@ -582,8 +583,7 @@ class Trainer:
             # rewriting best.npz and the log line, whose stale copy the resume drops (trim_log).
             if improved:
                 self._save("best.npz", state)
-            with open(self.run.path / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(self.run.path / "log.jsonl", json.dumps(record))   # a disk error names it
             self._save("last.npz", state)
         self.log(self.describe(record, improved))
         if self.patience is not None and t["bad_epochs"] >= self.patience:

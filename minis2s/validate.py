@@ -162,7 +162,7 @@ def resume_config(config, path, fields) -> dict:
     continues with it: only the names in ``fields`` (``TrainConfig``'s), each valid."""
     run_config(config, path)
     kind = config.get("kind")
-    if kind is not None:
+    if kind not in (None, "seq2seq"):          # runs written before "kind" existed have none
         raise CheckpointError(f"{path}: a {kind} run, not a translation run; continue it with the "
                               "command that trained it")
     data = _object(config.get("data"), path, "the 'data' entry")

@@ -628,6 +628,9 @@ class _FillsUp:
         self.room -= len(text)
         return self.f.write(text)
 
+    def flush(self):              # translate flushes each line as it is written
+        self.f.flush()
+
     def close(self):
         self.f.close()
 

@@ -334,7 +334,7 @@ def test_lm_resume_refuses_options_it_would_ignore(tmp_path, runs_of_each_kind):
     shutil.copytree(runs_of_each_kind / "lm-lstm", tmp_path / "d")
     r = run(["lm", "train", "--resume", "d", "--hidden-size", "64"], tmp_path)
     assert r.returncode == 2
-    assert "only --epochs, --quiet and --threads can be given, not --hidden-size" in _one_error_line(r.stderr)
+    assert "only --epochs, --quiet, --threads and --max-memory can be given, not --hidden-size" in _one_error_line(r.stderr)
 
 
 def test_lm_resume_refuses_a_checkpoint_without_a_trainer_state(tmp_path, runs_of_each_kind):
@@ -351,9 +351,9 @@ def test_lm_resume_refuses_a_checkpoint_without_a_trainer_state(tmp_path, runs_o
     before = _files(d)
     r = run(["lm", "train", "--resume", "d", "--epochs", "2"], tmp_path)
     assert r.returncode == 2, r.stderr
-    assert ("d/last.npz: no trainer state to resume from (missing iteration, iteration_in_epoch, "
-            "best, bad_epochs, skipped, lr, epoch_sums); it was not written by a resumable run"
-            in _one_error_line(r.stderr))
+    assert ("d/last.npz: the trainer state lacks iteration, iteration_in_epoch, best, bad_epochs, "
+            "skipped, lr, epoch_sums, dropout_generator; not a checkpoint training can continue "
+            "from" in _one_error_line(r.stderr))
     assert _files(d) == before
 
 

@@ -190,7 +190,7 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
                       generators={"dropout_generator": model.dropout_generator},
                       quiet=cfg.quiet, log=log, run_info=run_info)
     if resume_from is not None:
-        ts = trainer.restore(load_checkpoint(resume_from), resume_from)
+        ts = trainer.restore(resume_from)
         log(f"resuming {run.path} at epoch {ts['epoch']}, iteration {ts['iteration']}")
     trainer.fit()
     if run is not None:
@@ -306,7 +306,7 @@ def load_lm(run_dir) -> LoadedLM:
         raise CheckpointError(f"{config_path}: format version {config.get('format_version')}, "
                               f"this minis2s reads version {FORMAT_VERSION}")
     kind = config.get("kind")
-    if kind is None and "model" in config and "data" in config:
+    if kind in (None, "seq2seq") and "model" in config and "data" in config:
         raise CheckpointError(f"{run_dir}: a translation run, not a language model; read it with "
                               f"'minis2s translate' or 'minis2s evaluate' --model {run_dir}")
     if kind not in ("lm-ngram", "lm-lstm"):

@@ -24,6 +24,15 @@ def softmax_without_cross_term(x):
     return make(y, (x,), lambda g: (y * g,), "bad_softmax")          # forgot - y * sum(g * y)
 
 
+def softmax_with_mean_instead_of_weighted_sum(x):
+    """``y * (g - mean(g))`` instead of ``y * (g - sum(g * y))``: right whenever the cotangent is
+    constant along the softmax axis (both then give 0), wrong for any other cotangent."""
+    xp = B.xp
+    z = xp.exp(x.data - xp.max(x.data, axis=-1, keepdims=True))
+    y = z / xp.sum(z, axis=-1, keepdims=True)
+    return make(y, (x,), lambda g: (y * (g - xp.mean(g, axis=-1, keepdims=True)),), "bad_softmax_mean")
+
+
 def relu_with_slope_one_at_zero(x):
     xp = B.xp
     nonneg = xp.astype(x.data >= 0, x.dtype)                           # wrong at exactly 0
@@ -77,6 +86,23 @@ def test_softmax_without_cross_term_fails(backend):
         assert gradcheck(lambda t: F.softmax(t, -1), [big])
         with pytest.raises(GradcheckError):
             gradcheck(softmax_without_cross_term, [big])
+
+
+@backends
+def test_a_backward_wrong_only_for_non_constant_cotangents_fails(backend):
+    """The checked scalar must use a random cotangent: with an all-ones one, ``L = sum(softmax)``
+    is the constant B, its gradient is 0, and this wrong backward also returns 0 there, so the
+    coordinate path (a 6x15 input) would accept it."""
+    with B.use(backend):
+        big = leaf((6, 15), seed=1)
+        assert gradcheck(lambda t: F.softmax(t, -1), [big])
+        with pytest.raises(GradcheckError, match="relative error"):
+            gradcheck(softmax_with_mean_instead_of_weighted_sum, [big])
+        ones = B.full((6, 15), 1.0, like=big.data)
+        wrong = softmax_with_mean_instead_of_weighted_sum(big)
+        wrong.backward(ones)
+        np.testing.assert_allclose(B.to_numpy(big.grad), 0.0, atol=1e-15)     # invisible to ones
+        big.grad = None
 
 
 @backends

@@ -134,6 +134,41 @@ def test_padding_does_not_change_a_sequence(backend, batch_first):
 
 
 @backends
+def test_initial_state_with_lengths_equals_each_sentence_run_alone(backend):
+    """``hx`` and ``lengths`` together: every sentence of a padded batch gives what it gives when
+    run alone, unpadded, from its own initial state (outputs, final states and the gradients of
+    its initial state); outputs at padding are zero."""
+    with B.use(backend):
+        lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True,
+                       generator=grad.Generator(2), dtype="float64")
+        lengths = np.array([2, 5, 4])
+        x = rand((3, 5, 3), 1)
+        h0, c0 = rand((4, 3, 4), 2), rand((4, 3, 4), 3)
+        v_out, v_h, v_c = rand((3, 5, 8), 4), rand((4, 3, 4), 5), rand((4, 3, 4), 6)
+
+        def run(x_np, h0_np, c0_np, v_out, v_h, v_c, lengths=None):
+            hx = (grad.tensor(h0_np, requires_grad=True), grad.tensor(c0_np, requires_grad=True))
+            out, (h, c) = lstm(grad.tensor(x_np), hx=hx,
+                               lengths=None if lengths is None else grad.tensor(lengths))
+            ((out * grad.tensor(v_out)).sum() + (h * grad.tensor(v_h)).sum()
+             + (c * grad.tensor(v_c)).sum()).backward()
+            return out.numpy(), h.numpy(), c.numpy(), host(hx[0].grad), host(hx[1].grad)
+
+        out, h, c, gh0, gc0 = run(x, h0, c0, v_out, v_h, v_c, lengths)
+        assert np.abs(h - run(x, 0 * h0, 0 * c0, v_out, v_h, v_c, lengths)[1]).max() > 1e-3
+        tol = dict(rtol=1e-12, atol=1e-14)
+        for b, n in enumerate(lengths):
+            rows = slice(b, b + 1)
+            alone = run(x[rows, :n], h0[:, rows], c0[:, rows], v_out[rows, :n], v_h[:, rows], v_c[:, rows])
+            np.testing.assert_allclose(out[b, :n], alone[0][0], **tol)
+            np.testing.assert_array_equal(out[b, n:], 0.0)
+            np.testing.assert_allclose(h[:, b], alone[1][:, 0], **tol)
+            np.testing.assert_allclose(c[:, b], alone[2][:, 0], **tol)
+            np.testing.assert_allclose(gh0[:, b], alone[3][:, 0], rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(gc0[:, b], alone[4][:, 0], rtol=1e-10, atol=1e-13)
+
+
+@backends
 def test_lstm_argument_errors(backend):
     with B.use(backend):
         lstm = nn.LSTM(3, 2, batch_first=True)
@@ -234,3 +269,37 @@ def test_lstm_with_initial_state_matches_torch():
     gout, (gh, gc) = gl(grad.tensor(x), hx=(grad.tensor(h0), grad.tensor(c0)))
     for a, b in ((gout, tout), (gh, th), (gc, tc)):
         np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_lstm_with_initial_state_and_lengths_matches_torch_on_packed_sequences(batch_first):
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    torch.manual_seed(2)
+    tl = torch.nn.LSTM(3, 4, 2, batch_first=batch_first, bidirectional=True).double()
+    gl = nn.LSTM(3, 4, 2, batch_first=batch_first, bidirectional=True, dtype="float64")
+    _copy_from_torch(tl, gl)
+    shape = (3, 5, 3) if batch_first else (5, 3, 3)
+    x, h0, c0 = rand(shape, 1), rand((4, 3, 4), 2), rand((4, 3, 4), 3)
+    lengths = np.array([2, 5, 4])
+    v_out, v_h, v_c = rand(shape[:2] + (8,), 4), rand((4, 3, 4), 5), rand((4, 3, 4), 6)
+
+    th0, tc0 = torch.tensor(h0, requires_grad=True), torch.tensor(c0, requires_grad=True)
+    packed = pack_padded_sequence(torch.tensor(x), torch.tensor(lengths), batch_first=batch_first,
+                                  enforce_sorted=False)
+    tout, (th, tc) = tl(packed, (th0, tc0))
+    tout, _ = pad_packed_sequence(tout, batch_first=batch_first, total_length=5)
+    ((tout * torch.tensor(v_out)).sum() + (th * torch.tensor(v_h)).sum()
+     + (tc * torch.tensor(v_c)).sum()).backward()
+
+    gh0, gc0 = grad.tensor(h0, requires_grad=True), grad.tensor(c0, requires_grad=True)
+    gout, (gh, gc) = gl(grad.tensor(x), hx=(gh0, gc0), lengths=grad.tensor(lengths))
+    ((gout * grad.tensor(v_out)).sum() + (gh * grad.tensor(v_h)).sum()
+     + (gc * grad.tensor(v_c)).sum()).backward()
+
+    tol = dict(rtol=1e-8, atol=1e-10)
+    for ours, theirs in ((gout.numpy(), tout), (gh.numpy(), th), (gc.numpy(), tc),
+                         (host(gh0.grad), th0.grad), (host(gc0.grad), tc0.grad)):
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), **tol)
+    for (name, p), (_, tp) in zip(gl.named_parameters(), tl.named_parameters()):
+        np.testing.assert_allclose(host(p.grad), tp.grad.numpy(), err_msg=name, **tol)

@@ -83,6 +83,42 @@ def test_kneser_ney_by_hand():
     assert unigram.prob(EOS) == pytest.approx(1.85 / 6)
 
 
+def test_trigram_kneser_ney_by_hand_with_the_bos_rule_and_the_automatic_discount():
+    # train "a b", "a b", "b a"; V = {</s>, <unk>, a, b}, |V| = 4, P0 = 1/4.
+    # Trigrams (raw counts, the highest order):
+    #   <s> <s> a: 2   <s> a b: 2   a b </s>: 2   <s> <s> b: 1   <s> b a: 1   b a </s>: 1
+    # Bigram counts. Those that start with <s> keep their raw counts (nothing can precede <s>):
+    #   <s> a: 2   <s> b: 1;
+    # the others are continuation counts N1+(. v w), distinct words before them in a trigram:
+    #   a b: 1 {<s>}   b </s>: 1 {a}   b a: 1 {<s>}   a </s>: 1 {b}
+    # (had "<s> a" been given its continuation count too, it would be 1 {<s>}, not 2).
+    # Unigram continuation counts, distinct words before w in a bigram:
+    #   a: 2 {<s>, b}   b: 2 {<s>, a}   </s>: 2 {b, a};  total 6, 3 types.
+    # discount="auto", D_n = n1 / (n1 + 2 n2) over the counts of order n:
+    #   D3: counts 2,2,2,1,1,1 -> 3 / (3 + 6) = 1/3;   D2: counts 2,1,1,1,1,1 -> 5 / (5 + 2) = 5/7;
+    #   D1: counts 2,2,2, no singletons -> the fallback 0.75.
+    # P1(a) = P1(b) = P1(</s>) = (2 - 3/4 + 3/4 * 3 * 1/4) / 6 = 29/96;  P1(<unk>) = 9/16 / 6 = 3/32
+    # P2(b | a)   = (1 - 5/7 + 5/7 * 2 * 29/96) / 2 = 241/672      (after "a": b 1, </s> 1)
+    # P2(a | <s>) = (2 - 5/7 + 5/7 * 2 * 29/96) / 3 = 577/1008     (after "<s>": a 2, b 1)
+    # P3(b | <s> a)   = (2 - 1/3 + 1/3 * 1 * 241/672) / 2 = 3601/4032
+    # P3(a | <s> <s>) = (2 - 1/3 + 1/3 * 2 * 577/1008) / 3 = 3097/4536
+    # P3(a | b b): context never seen, so P2(a | b) = (1 - 5/7 + 5/7 * 2 * 29/96) / 2 = 241/672
+    train = [["a", "b"], ["a", "b"], ["b", "a"]]
+    lm = NGramLM(3, "kneser-ney", discount="auto").fit(train)
+    assert lm.discounts == pytest.approx({1: 0.75, 2: 5 / 7, 3: 1 / 3}, rel=1e-15)
+    assert lm.prob("a", []) == pytest.approx(3097 / 4536, rel=1e-12)
+    assert lm.prob("b", ["a"]) == pytest.approx(3601 / 4032, rel=1e-12)    # <s>-padded: <s> a
+    assert lm.prob("a", ["b", "b"]) == pytest.approx(241 / 672, rel=1e-12)
+    assert lm.prob(UNK, ["b", "b"]) == pytest.approx((5 / 7 * 2 * 3 / 32) / 2, rel=1e-12)
+    # With a fixed D = 0.75 at every order the <s> rule shows alone:
+    # P1 as above; P2(a | <s>) = (2 - 3/4 + 3/4 * 2 * 29/96) / 3 = 109/192;
+    # P3(a | <s> <s>) = (2 - 3/4 + 3/4 * 2 * 109/192) / 3 = 269/384
+    # (with "<s> a" counted 1 instead: P2(a | <s>) = 45/128 and P3(a | <s> <s>) = 0.5924...)
+    fixed = NGramLM(3, "kneser-ney", discount=0.75).fit(train)
+    assert fixed.prob("a", []) == pytest.approx(269 / 384, rel=1e-12)
+    assert math.fsum(fixed.distribution([]).values()) == pytest.approx(1.0, abs=1e-12)
+
+
 def test_unseen_word_gets_the_unk_probability():
     for smoothing in ("add-k", "kneser-ney"):
         lm = NGramLM(3, smoothing).fit(TRAIN)

@@ -28,6 +28,100 @@ def tiny(attention="general", input_feeding=True, layers=2, seed=0, dtype="float
     return model.to(dtype)
 
 
+# ----------------------------------------------------------------------------- the whole model by hand
+# An independent float64 implementation of the model from its own weights, in plain NumPy, one
+# sentence at a time without padding: the bidirectional encoder, the decoder initialised from
+# its final states, input feeding written as a concatenation [emb(y_{t-1}); h~_{t-1}] with the
+# unsplit layer-0 input weight, "general" attention over the unpadded source, the generator and
+# the per-token NLL. The model splits W_ih, fuses the LSTM step and the attention lookup and runs
+# the whole batch at once; both must give the same numbers.
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _cell(x, h, c, p, name):
+    """One LSTM step with torch's gate order i, f, g, o."""
+    z = p[f"weight_ih_{name}"] @ x + p[f"bias_ih_{name}"] + p[f"weight_hh_{name}"] @ h + p[f"bias_hh_{name}"]
+    i, f, g, o = np.split(z, 4)
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(c), c
+
+
+def _reference_token_nll(model, src, src_len, tgt_in, tgt_out):
+    """``-log P(y_t | y_<t, x)`` of every non-PAD target token, row by row, as a list."""
+    cfg = model.config
+    p = {k: B.to_numpy(v).astype(np.float64) for k, v in model.state_dict().items()}
+    enc = {k[len("encoder.rnn."):]: v for k, v in p.items() if k.startswith("encoder.rnn.")}
+    dec = {k[len("decoder.rnn."):]: v for k, v in p.items() if k.startswith("decoder.rnn.")}
+    n_layers, half = cfg["num_layers"], cfg["hidden_size"] // 2
+    out = []
+    for b in range(len(src)):
+        x = p["encoder.embedding.weight"][src[b, :src_len[b]]]                # (S, E) unpadded
+        n = len(x)
+        init = []
+        for k in range(n_layers):
+            outputs, finals = [], []
+            for suffix, steps in (("", range(n)), ("_reverse", range(n - 1, -1, -1))):
+                h, c, seq = np.zeros(half), np.zeros(half), [None] * n
+                for t in steps:
+                    h, c = _cell(x[t], h, c, enc, f"l{k}{suffix}")
+                    seq[t] = h
+                outputs.append(np.stack(seq))
+                finals.append((h, c))
+            x = np.concatenate(outputs, axis=1)                               # (S, H)
+            init.append([np.concatenate([finals[0][0], finals[1][0]]),
+                         np.concatenate([finals[0][1], finals[1][1]])])
+        memory, states = x, init
+        feed = np.zeros(cfg["hidden_size"])                                   # h~_0 = 0
+        for t in range(int((tgt_out[b] != 0).sum())):
+            inp = p["decoder.embedding.weight"][tgt_in[b, t]]
+            if cfg["input_feeding"]:
+                inp = np.concatenate([inp, feed])                             # [emb; h~_{t-1}]
+            for k in range(n_layers):
+                states[k] = list(_cell(inp, *states[k], dec, f"l{k}"))
+                inp = states[k][0]
+            h = inp
+            scores = memory @ (p["decoder.attention.query.weight"] @ h)       # (S,)
+            weights = np.exp(scores - scores.max())
+            weights /= weights.sum()
+            h_tilde = np.tanh(p["decoder.attention.combine.weight"] @ np.concatenate([h, weights @ memory]))
+            logits = p["decoder.output_layer.weight"] @ h_tilde + p["decoder.output_layer.bias"]
+            top = logits.max()
+            out.append(top + np.log(np.exp(logits - top).sum()) - logits[tgt_out[b, t]])
+            feed = h_tilde
+    return out
+
+
+@pytest.mark.parametrize("feeding", [True, False])
+def test_loss_equals_a_hand_written_float64_model_with_and_without_input_feeding(feeding):
+    model = tiny(input_feeding=feeding)
+    expected = _reference_token_nll(model, SRC, SRC_LEN, TGT_IN, TGT_OUT)
+    assert len(expected) == int((TGT_OUT != 0).sum()) == 9
+    log_probs = model(SRC, SRC_LEN, TGT_IN).numpy()                          # (B, T, V)
+    picked = np.take_along_axis(log_probs, TGT_OUT[:, :, None], axis=2)[:, :, 0]
+    np.testing.assert_allclose(-picked[TGT_OUT != 0], expected, rtol=1e-10, atol=1e-12)
+    loss = model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT).item()
+    assert loss == pytest.approx(np.mean(expected), rel=1e-10)
+
+
+def test_input_feeding_feeds_the_previous_attentional_vector():
+    """The feed half of layer 0's input weight gets a gradient, and a model without input
+    feeding but otherwise the same weights (the embedding half of ``W_ih``) gives another loss."""
+    model = tiny()
+    model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT).backward()
+    emb = model.config["emb_size"]
+    w_grad = B.to_numpy(model.decoder.rnn.weight_ih_l0.grad)                # (4H, E + H)
+    feed_norm, emb_norm = np.linalg.norm(w_grad[:, emb:]), np.linalg.norm(w_grad[:, :emb])
+    assert feed_norm > 0.05 * emb_norm > 0, (feed_norm, emb_norm)           # about 0.17 here
+    plain = tiny(input_feeding=False)
+    weights = {k: B.to_numpy(v) for k, v in model.state_dict().items()}
+    weights["decoder.rnn.weight_ih_l0"] = weights["decoder.rnn.weight_ih_l0"][:, :emb]
+    plain.load_state_dict(weights)
+    fed = model.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT).item()
+    not_fed = plain.loss(SRC, SRC_LEN, TGT_IN, TGT_OUT).item()
+    assert abs(fed - not_fed) > 1e-4, (fed, not_fed)
+
+
 # ----------------------------------------------------------------------------- gradients
 @backends
 @pytest.mark.parametrize("attention,feeding", [("general", True), ("general", False), ("dot", True), (None, True)])
@@ -371,11 +465,26 @@ def test_beam_search_with_a_large_beam_finds_the_exhaustive_optimum(backend):
         assert _hypothesis(greedy.tokens[0]) != best[0]
 
 
+def gnmt_penalty(length, alpha):
+    """GNMT's length penalty written out here (Wu et al. 2016): ``((5 + |Y|) / 6) ** alpha``;
+    the tests score hypotheses with it rather than with the code under test."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def test_length_penalty_values_by_hand():
+    assert length_penalty(7, alpha=1.0) == 2.0                              # (5 + 7) / 6
+    assert length_penalty(7, alpha=0.6) == pytest.approx(1.5157165665103982, rel=1e-12)  # 2 ** 0.6
+    assert length_penalty(1, alpha=0.6) == 1.0                              # (5 + 1) / 6 = 1
+    assert length_penalty(4, alpha=0.0) == 1.0
+    np.testing.assert_allclose(length_penalty(np.array([1, 7, 19]), 0.5), [1.0, 2 ** 0.5, 2.0],
+                               rtol=1e-12)                                   # 24 / 6 = 4
+
+
 @backends
 def test_length_penalty_direction_favours_longer_outputs_as_alpha_grows(backend):
     short, long_ = -2.0, -2.6                                                # log-probs, lengths 2 and 8
-    assert short / length_penalty(2, 0.0) > long_ / length_penalty(8, 0.0)
-    assert short / length_penalty(2, 2.0) < long_ / length_penalty(8, 2.0)
+    assert short / gnmt_penalty(2, 0.0) > long_ / gnmt_penalty(8, 0.0)
+    assert short / gnmt_penalty(2, 2.0) < long_ / gnmt_penalty(8, 2.0)
     with B.use(backend):
         model = trained()
         max_len = 6
@@ -384,7 +493,7 @@ def test_length_penalty_direction_favours_longer_outputs_as_alpha_grows(backend)
         for alpha in (0.0, 1.0, 3.0):
             out = model.beam_search(SRC, SRC_LEN, beam_size=4, length_penalty=alpha,
                                     max_len=max_len)
-            score = log_p / length_penalty(lengths, alpha)                   # (3, n_seqs) GNMT
+            score = log_p / gnmt_penalty(lengths, alpha)                     # (3, n_seqs) GNMT
             for s in range(len(SRC)):
                 assert _hypothesis(out.tokens[s, 0]) == seqs[np.argmax(score[s])]
                 assert out.scores[s, 0] == pytest.approx(score[s].max(), rel=1e-9)
@@ -418,7 +527,7 @@ def test_beam_search_n_best_sorted_and_checked(backend):
         for s in range(3):
             assert len({tuple(h) for h in hyps[3 * s:3 * s + 3]}) == 3
         rescored = _log_probs(model, np.repeat(np.arange(3), 3), hyps)
-        rescored /= length_penalty([len(h) for h in hyps], alpha)
+        rescored /= gnmt_penalty(np.array([len(h) for h in hyps]), alpha)
         np.testing.assert_allclose(out.scores.reshape(-1), rescored, rtol=1e-9)
         with pytest.raises(ValueError, match="n_best"):
             model.beam_search(SRC, SRC_LEN, beam_size=2, n_best=3)

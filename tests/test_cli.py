@@ -18,6 +18,30 @@ def run(args, cwd, input=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def per_token_figures(model_dir, pairs, checkpoint="best"):
+    """Cross-entropy and token accuracy of a saved model on text pairs, computed here: each
+    sentence alone (no padding), encoded from the run's vocabularies, with a float64 log-softmax
+    of the model's logits; EOS counted, BOS not."""
+    import numpy as np
+    import minis2s
+    from grad.tensor import no_grad
+    t = minis2s.load(model_dir, checkpoint)
+    nll, count, correct = 0.0, 0, 0
+    with no_grad():
+        for source, target in pairs:
+            src = t.src_vocab.encode(t.src_tokenizer.tokenize(source)) + [2]          # ... EOS
+            tgt = [1] + t.tgt_vocab.encode(t.tgt_tokenizer.tokenize(target)) + [2]    # BOS ... EOS
+            tout = np.array(tgt[1:])
+            z = t.model.logits(np.array([src]), np.array([len(src)]), np.array([tgt[:-1]]))
+            z = z.numpy()[0].astype(np.float64)                                       # (T, V)
+            top = z.max(axis=1, keepdims=True)
+            log_p = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
+            nll -= log_p[np.arange(len(tout)), tout].sum()
+            count += len(tout)
+            correct += int((z.argmax(axis=1) == tout).sum())
+    return nll / count, correct / count
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny dates model shared by the tests below."""
@@ -40,6 +64,12 @@ def test_train_prints_epochs_test_metrics_and_the_model_path(trained):
                 "valid_exact_match", "valid_bleu", "param_norm", "grad_norm", "time"):
         assert key in log[0]
     assert log[0]["valid_ppl"] == pytest.approx(2.718281828459045 ** log[0]["valid_loss"])
+    # The last epoch's validation figures, recomputed from last.npz on the same split.
+    from minis2s.data.tasks import make_task
+    valid = make_task("dates", seed=0, n_train=300, n_valid=40, n_test=40)["valid"]
+    ce, acc = per_token_figures(cwd / "model", valid, "last")
+    assert log[-1]["valid_loss"] == pytest.approx(ce, rel=1e-5)
+    assert log[-1]["valid_token_acc"] == pytest.approx(acc, abs=1e-12)
 
 
 def test_translate_from_a_file_and_from_stdin_keeps_order(trained):
@@ -74,6 +104,12 @@ def test_evaluate_prints_all_metrics_as_json(trained):
     metrics = json.loads(r.stdout)
     assert set(metrics) >= {"exact_match", "token_acc", "bleu", "cross_entropy", "ppl"}
     assert metrics["ppl"] == pytest.approx(2.718281828459045 ** metrics["cross_entropy"])
+    from minis2s.data.parallel import read_tsv
+    pairs = read_tsv(cwd / "data" / "valid.tsv").pairs
+    ce, acc = per_token_figures(cwd / "model", pairs)
+    assert metrics["sentences"] == len(pairs) > 100
+    assert metrics["cross_entropy"] == pytest.approx(ce, rel=1e-5)
+    assert metrics["token_acc"] == pytest.approx(acc, abs=1e-12)
 
 
 def test_plot_writes_a_png(trained):

@@ -37,7 +37,27 @@ def test_order_of_events_for_2_epochs_of_3_iterations():
     assert log == expected
     assert (state.epoch, state.iteration, state.epoch_length, state.max_epochs) == (2, 6, 3, 2)
     assert state.output == 3 and state.batch == 3 and state.iteration_in_epoch == 0
-    assert state.times["COMPLETED"] >= state.times["EPOCH_COMPLETED"] >= 0
+
+
+def test_times_are_the_seconds_of_the_last_epoch_and_of_the_run(monkeypatch):
+    """On a fake clock that moves only inside the batches (1 s each) and the handlers (0.5 s at
+    each EPOCH_STARTED, 0.25 s at each EPOCH_COMPLETED, after the epoch's time is taken)."""
+    import types
+    import minis2s.engine as engine_module
+    clock = {"now": 100.0}
+
+    def advance(seconds):
+        clock["now"] += seconds
+    monkeypatch.setattr(engine_module, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    engine = Engine(lambda e, batch: advance(1.0))
+    engine.add_event_handler(Events.EPOCH_STARTED, lambda e: advance(0.5))
+    epoch_times = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: (epoch_times.append(e.state.times["EPOCH_COMPLETED"]),
+                                                                advance(0.25)))
+    state = engine.run([1, 2, 3], max_epochs=2)
+    assert epoch_times == [3.5, 3.5]                   # EPOCH_STARTED's 0.5 + three batches
+    assert state.times["EPOCH_COMPLETED"] == 3.5
+    assert state.times["COMPLETED"] == 7.5             # 2 x (3.5 + 0.25): everything in run()
 
 
 def test_iteration_in_epoch_counts_inside_the_epoch_and_is_0_at_epoch_completed():

@@ -19,9 +19,10 @@ def run(args, cwd, input=None, timeout=300):
 
 
 def per_token_figures(model_dir, pairs, checkpoint="best"):
-    """Cross-entropy and token accuracy of a saved model on text pairs, computed here: each
-    sentence alone (no padding), encoded from the run's vocabularies, with a float64 log-softmax
-    of the model's logits; EOS counted, BOS not."""
+    """Cross-entropy, token accuracy and the number of predicted tokens of a saved model on text
+    pairs, computed here: each sentence alone (no padding), encoded from the run's vocabularies,
+    with a float64 log-softmax of the model's logits; EOS counted, BOS not. (The model's float32
+    logits from another batch shape may break an argmax near-tie the other way.)"""
     import numpy as np
     import minis2s
     from grad.tensor import no_grad
@@ -39,7 +40,7 @@ def per_token_figures(model_dir, pairs, checkpoint="best"):
             nll -= log_p[np.arange(len(tout)), tout].sum()
             count += len(tout)
             correct += int((z.argmax(axis=1) == tout).sum())
-    return nll / count, correct / count
+    return nll / count, correct / count, count
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +68,9 @@ def test_train_prints_epochs_test_metrics_and_the_model_path(trained):
     # The last epoch's validation figures, recomputed from last.npz on the same split.
     from minis2s.data.tasks import make_task
     valid = make_task("dates", seed=0, n_train=300, n_valid=40, n_test=40)["valid"]
-    ce, acc = per_token_figures(cwd / "model", valid, "last")
+    ce, acc, count = per_token_figures(cwd / "model", valid, "last")
     assert log[-1]["valid_loss"] == pytest.approx(ce, rel=1e-5)
-    assert log[-1]["valid_token_acc"] == pytest.approx(acc, abs=1e-12)
+    assert log[-1]["valid_token_acc"] == pytest.approx(acc, abs=1.01 / count)   # one argmax near-tie
 
 
 def test_translate_from_a_file_and_from_stdin_keeps_order(trained):
@@ -106,10 +107,10 @@ def test_evaluate_prints_all_metrics_as_json(trained):
     assert metrics["ppl"] == pytest.approx(2.718281828459045 ** metrics["cross_entropy"])
     from minis2s.data.parallel import read_tsv
     pairs = read_tsv(cwd / "data" / "valid.tsv").pairs
-    ce, acc = per_token_figures(cwd / "model", pairs)
+    ce, acc, count = per_token_figures(cwd / "model", pairs)
     assert metrics["sentences"] == len(pairs) > 100
     assert metrics["cross_entropy"] == pytest.approx(ce, rel=1e-5)
-    assert metrics["token_acc"] == pytest.approx(acc, abs=1e-12)
+    assert metrics["token_acc"] == pytest.approx(acc, abs=1.01 / count)          # one argmax near-tie
 
 
 def test_plot_writes_a_png(trained):

@@ -82,11 +82,14 @@ def test_a_run_resumed_after_2_epochs_equals_an_uninterrupted_run_bit_for_bit(tm
     prep = prepare_data(TrainConfig(**TINY))
     translator = minis2s.load(tmp_path / "full")
     nll, count, correct = _one_sentence_at_a_time(translator.model, *prep.ids["test"])
+    # (float32 logits from another batch shape: an argmax near-tie may fall the other way, so
+    # one token or sentence of slack; a wrong count or denominator is off by far more)
     assert full["test"]["loss"] == pytest.approx(nll / count, rel=1e-5)
-    assert full["test"]["token_acc"] == correct / count
+    assert full["test"]["token_acc"] == pytest.approx(correct / count, abs=1.01 / count)
     sources, references = zip(*prep.pairs["test"])
     hyps = translator.translate(list(sources), beam_size=1)
-    assert full["test"]["exact_match"] == sum(h == r for h, r in zip(hyps, references)) / len(hyps)
+    exact = sum(h == r for h, r in zip(hyps, references))
+    assert full["test"]["exact_match"] == pytest.approx(exact / len(hyps), abs=1.01 / len(hyps))
     assert full["test"]["decoded"] == len(hyps) == 30
 
 

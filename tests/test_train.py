@@ -129,8 +129,9 @@ def test_best_checkpoint_and_load_translate(tmp_path):
     for d in detailed[0]:
         expected = _teacher_forced_log_p(model, "1 Jan 2000", d.tokens, len(d.tokens) < limit)
         assert d.score == pytest.approx(expected, rel=1e-5)
-    att = detailed[0][0].attention
-    assert att.shape == (len(detailed[0][0].tokens) + 1, len("1 Jan 2000") + 1)
+    best_tokens = detailed[0][0].tokens
+    att = detailed[0][0].attention                      # a row per output step, EOS included
+    assert att.shape == (len(best_tokens) + (len(best_tokens) < limit), len("1 Jan 2000") + 1)
     np.testing.assert_allclose(att.sum(axis=1), 1.0, rtol=1e-5)
 
 

@@ -84,8 +84,8 @@ MUTANTS = [
            ("tests/test_gradcheck.py",)),
     # ---------------------------------------------------------------- grad/
     Mutant("dropout-not-inverted", "grad/functional.py",
-           "keep = gen.bernoulli(x.shape, 1.0 - p, dtype=x.dtype) / (1.0 - p)",
-           "keep = gen.bernoulli(x.shape, 1.0 - p, dtype=x.dtype)", ("tests/test_functional.py",)),
+           "return gen.bernoulli(shape, 1.0 - p, dtype=like.dtype) / (1.0 - p)",
+           "return gen.bernoulli(shape, 1.0 - p, dtype=like.dtype)", ("tests/test_functional.py",)),
     Mutant("clip-by-squared-norm", "grad/nn/utils.py",
            "ratio = max_norm / (norm + 1e-6)", "ratio = max_norm / (total + 1e-6)",
            ("tests/test_nn.py",)),

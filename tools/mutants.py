@@ -148,9 +148,8 @@ MUTANTS = [
     Mutant("engine-resume-skips-one-batch-too-few", "minis2s/engine.py",
            "for _ in range(st.iteration_in_epoch):", "for _ in range(st.iteration_in_epoch - 1):",
            ("tests/test_engine.py",)),
-    Mutant("checkpoint-weights-as-float16", "minis2s/checkpoint.py",
-           'arrays[f"model/{name}"] = B.to_numpy(value)',
-           'arrays[f"model/{name}"] = B.to_numpy(value).astype(np.float16)',
+    Mutant("checkpoint-files-private", "minis2s/checkpoint.py",
+           "        return 0o666 & ~_umask()\n", "        return 0o600 & ~_umask()\n",
            ("tests/test_checkpoint.py",)),
 ]
 

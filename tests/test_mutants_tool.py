@@ -36,7 +36,7 @@ def test_the_issue_nine_and_at_least_fifteen_more_across_the_library():
     assert nine <= names and len(names - nine) >= 15 and len(names) == len(tool.MUTANTS)
     files = {m.file for m in tool.MUTANTS if m.name not in nine}
     for area in ("grad/", "minis2s/models/", "minis2s/search.py", "minis2s/metrics.py",
-                 "minis2s/lm/", "minis2s/train.py", "minis2s/checkpoint.py"):
+                 "minis2s/lm/", "minis2s/train", "minis2s/checkpoint.py"):
         assert any(f.startswith(area) for f in files), area
     for m in tool.MUTANTS:
         assert m.old != m.new and m.tests and all(t.startswith("tests/test_") for t in m.tests)

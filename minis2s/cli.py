@@ -173,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score a trained model on a TSV file")
     ev.add_argument("--model", required=True, metavar="DIR")
     ev.add_argument("--data", required=True, metavar="FILE")
-    ev.add_argument("--beam-size", type=_positive_int, default=1)
+    ev.add_argument("--beam-size", type=_positive_int, default=5,
+                    help="as 'translate' (1: greedy, as validation during training)")
+    ev.add_argument("--length-penalty", type=_nonneg_float, default=0.0,
+                    help="GNMT alpha, as 'translate'")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     add_threads_option(ev)
@@ -326,11 +329,15 @@ def cmd_train(args) -> int:
         result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True),
                      run_info={"blas_threads": threads["blas_threads"],
                                "threads_reason": threads["threads_reason"]})
+    labelled = False
     for name, m in result.items():
         if isinstance(m, dict):
+            if not labelled:
+                print(m["bleu_label"])
+                labelled = True
             print(f"{name}: exact match {100 * m['exact_match']:.1f}%  token accuracy "
                   f"{100 * m['token_acc']:.1f}%  BLEU {m['bleu']:.1f}  perplexity {format_ppl(m['ppl'], 0)}  "
-                  f"({m['decoded']} sentences)")
+                  f"({m['decoded']} sentences, {m['decoding']})")
     print(f"model saved in {result['run_dir']}  ({result['time']:.0f}s)")
     return 0
 
@@ -449,17 +456,20 @@ def cmd_evaluate(args) -> int:
             for s, t in pairs]
     prep = Prepared(model.src_tokenizer, model.tgt_tokenizer, model.src_vocab, model.tgt_vocab,
                     ids={"data": _encode(toks, model.src_vocab, model.tgt_vocab)})
-    metrics = evaluate(model.model, prep, "data", beam_size=args.beam_size)
+    metrics = evaluate(model.model, prep, "data", beam_size=args.beam_size,
+                       length_penalty=args.length_penalty)
     metrics = {"exact_match": metrics["exact_match"], "token_acc": metrics["token_acc"],
                "bleu": metrics["bleu"], "cross_entropy": metrics["loss"], "ppl": metrics["ppl"],
-               "sentences": metrics["decoded"]}
+               "sentences": metrics["decoded"], "decoding": metrics["decoding"],
+               "bleu_label": metrics["bleu_label"]}
     if args.json:
         print(json.dumps(metrics))
     else:
+        print(metrics["bleu_label"])
         print(f"exact match {100 * metrics['exact_match']:.2f}%  token accuracy "
               f"{100 * metrics['token_acc']:.2f}%  BLEU {metrics['bleu']:.2f}  cross-entropy "
               f"{metrics['cross_entropy']:.4f}  perplexity {format_ppl(metrics['ppl'], 0)}  "
-              f"({metrics['sentences']} sentences)")
+              f"({metrics['sentences']} sentences, {metrics['decoding']})")
     return 0
 
 

@@ -290,3 +290,24 @@ def bleu_details(hypotheses, references=None, max_n: int = 4, *, multi_refs=None
 def corpus_bleu(hypotheses, references=None, max_n: int = 4, *, multi_refs=None) -> float:
     """Corpus BLEU on a 0-100 scale; ``bleu_details(...)["bleu"]``."""
     return bleu_details(hypotheses, references, max_n, multi_refs=multi_refs)["bleu"]
+
+
+# ------------------------------------------------------------------------------ labels
+def decoding_label(beam_size: int = 1, length_penalty: float = 0.0) -> str:
+    """How the outputs that exact match and BLEU score were decoded: ``"greedy"`` or
+    ``"beam 5, alpha 0.6"`` (alpha: the GNMT length penalty)."""
+    if beam_size <= 1:
+        return "greedy"
+    return f"beam {beam_size}, alpha {length_penalty:g}"
+
+
+def bleu_label(tokenizer: str) -> str:
+    """A signature-like description of the BLEU that ``corpus_bleu`` computes on the tokens of
+    ``tokenizer`` (the model's target tokenizer: "char", "space" or "bpe"), with the sacreBLEU
+    settings that give the same number where there are any."""
+    if tokenizer == "char":
+        return ("BLEU (tokens: char, spaces included, smoothing: none, "
+                "= sacrebleu --tokenize char --smooth-method none on targets without spaces)")
+    if tokenizer == "space":
+        return "BLEU (tokens: space-separated, smoothing: none, = sacrebleu --tokenize none --smooth-method none)"
+    return f"BLEU (tokens: {tokenizer}, smoothing: none, no sacrebleu equivalent)"

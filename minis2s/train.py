@@ -30,7 +30,7 @@ from grad.tensor import Tensor, no_grad
 
 from .checkpoint import FORMAT_VERSION, load_checkpoint, read_json, write_json
 from .engine import Engine, Events
-from .metrics import format_ppl, perplexity
+from .metrics import bleu_label, format_ppl, perplexity
 from .models import Seq2Seq
 from .runs import prepare_data, Prepared
 from .validate import resume_config
@@ -144,13 +144,13 @@ def make_evaluator(model) -> Engine:
 
 @no_grad()
 def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_limit=None,
-             beam_size: int = 1, max_len: int | None = None) -> dict:
+             beam_size: int = 1, max_len: int | None = None, length_penalty: float = 0.0) -> dict:
     """Cross-entropy and perplexity per target token (teacher-forced, PAD excluded, EOS
     counted) and token accuracy over the WHOLE split, from one run of the evaluator engine
     (``make_evaluator``); exact match and BLEU of greedy (or beam) outputs on the first
-    ``decode_limit`` sentences."""
+    ``decode_limit`` sentences (``decoding`` in the result says how they were decoded)."""
     from .data.batching import collate, make_batches
-    from .metrics import corpus_bleu
+    from .metrics import bleu_label, corpus_bleu, decoding_label
     was_training = model.training
     model.eval()
     src_ids, tgt_ids = prep.ids[split]
@@ -169,7 +169,8 @@ def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_li
         idx = order[start:start + batch_size]
         batch = collate(src_ids, tgt_ids, idx)
         if beam_size > 1:
-            out = model.beam_search(batch.src, batch.src_lengths, beam_size=beam_size, max_len=max_len)
+            out = model.beam_search(batch.src, batch.src_lengths, beam_size=beam_size, max_len=max_len,
+                                    length_penalty=length_penalty)
             tokens = out.tokens[:, 0]
         else:
             tokens = model.greedy(batch.src, batch.src_lengths, max_len=max_len).tokens
@@ -179,6 +180,8 @@ def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_li
     metrics["exact_match"] = sum(h == r for h, r in zip(hyps, refs)) / max(limit, 1)
     metrics["bleu"] = corpus_bleu(hyps, refs) if limit else 0.0
     metrics["decoded"] = limit
+    metrics["decoding"] = decoding_label(beam_size, length_penalty)
+    metrics["bleu_label"] = bleu_label(prep.tgt_tokenizer.name)
     model.train(was_training)
     return metrics
 
@@ -267,6 +270,8 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
     if ckpt_path is not None:  # checked against this model and optimizer; a mismatch names it
         ts = trainer.restore(ckpt_path)
         log(f"resuming {run_dir} at epoch {ts['epoch']}, iteration {ts['iteration']}")
+    log(f"validation after each epoch decodes greedy; "
+        f"{bleu_label(prep.tgt_tokenizer.name)}; * marks a new best valid {cfg.select_metric.replace('_', ' ')}")
     trainer.fit()
 
     # ------------------------------------------------------------------ final test

@@ -221,3 +221,20 @@ def test_bleu_zero_cases_agree_with_sacrebleu(seed):
     assert d["precisions"][0] > 0 and d["precisions"][3] == 0
     assert d["bleu"] == 0.0
     assert _sacrebleu(hyps, [refs]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bleu_labels_name_the_sacrebleu_settings_that_give_the_same_number():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    from minis2s.metrics import bleu_label, corpus_bleu
+    hyps = ["the cat sat on a mat", "a dog barked at the cat today"]
+    refs = ["the cat sat on the mat", "a dog barked at a cat today"]
+    words = corpus_bleu([h.split() for h in hyps], [r.split() for r in refs])
+    assert "sacrebleu --tokenize none --smooth-method none" in bleu_label("space")
+    assert words == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize="none",
+                                                        smooth_method="none").score, abs=1e-9)
+    hyps, refs = [h.replace(" ", "") for h in hyps], [r.replace(" ", "") for r in refs]
+    chars = corpus_bleu([list(h) for h in hyps], [list(r) for r in refs])
+    assert "sacrebleu --tokenize char --smooth-method none on targets without spaces" in bleu_label("char")
+    assert chars == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize="char",
+                                                        smooth_method="none").score, abs=1e-9)
+    assert "no sacrebleu equivalent" in bleu_label("bpe")

@@ -1,0 +1,83 @@
+"""Everyday use (issue 16): decoding and BLEU stated on every report, defaults in --help,
+resuming without --epochs, two-file evaluation, the tasks listing."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--n-train", "600", "--n-valid", "40", "--n-test", "40", "--emb-size", "16",
+         "--hidden-size", "32", "--batch-size", "32", "--lr", "0.01", "--quiet", "--threads", "1"]
+
+
+def run(args, cwd, input=None, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "minis2s", *args], cwd=cwd, input=input,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A small dates model that gets about half the test dates right (so that beam and greedy,
+    BLEU and exact match are not all 0 or all 100)."""
+    cwd = tmp_path_factory.mktemp("everyday")
+    r = run(["train", "--task", "dates", "--epochs", "6", "--out", "model", *SMALL], cwd)
+    assert r.returncode == 0, r.stderr
+    r2 = run(["data", "--task", "dates", "--out", "data", "--n-train", "600", "--n-valid", "40",
+              "--n-test", "40"], cwd)
+    assert r2.returncode == 0, r2.stderr
+    return cwd, r
+
+
+def test_training_states_greedy_validation_and_the_bleu_label(model):
+    cwd, r = model
+    lines = r.stdout.splitlines()
+    header = [line for line in lines if line.startswith("validation after each epoch decodes greedy")]
+    assert len(header) == 1 and "BLEU (tokens: char" in header[0]
+    assert "* marks a new best valid loss" in header[0]
+    test_line = next(line for line in lines if line.startswith("test: "))
+    assert test_line.endswith("(40 sentences, greedy)")
+    assert sum(line.startswith("BLEU (tokens: char") for line in lines) == 1      # once per report
+    for rec in map(json.loads, (cwd / "model" / "log.jsonl").read_text().splitlines()):
+        assert rec["valid_decoding"] == "greedy"
+        assert rec["valid_bleu_label"].startswith("BLEU (tokens: char")
+
+
+def _translations(cwd, sources, extra=()):
+    r = run(["translate", "--model", "model", *extra], cwd, input="".join(s + "\n" for s in sources))
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_evaluate_decodes_as_translate_does_and_says_so(model):
+    cwd, _ = model
+    pairs = [line.split("\t") for line in (cwd / "data" / "test.tsv").read_text().splitlines()]
+    sources, refs = [s for s, _ in pairs], [t for _, t in pairs]
+    r = run(["evaluate", "--model", "model", "--data", "data/test.tsv", "--json"], cwd)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["decoding"] == "beam 5, alpha 0"
+    hyps = _translations(cwd, sources)                         # translate's defaults: beam 5
+    assert m["exact_match"] == pytest.approx(sum(h == t for h, t in zip(hyps, refs)) / len(refs))
+    assert 0 < m["exact_match"] < 1
+    # the label's claim, checked against sacreBLEU on the very translations (dates have no spaces)
+    sacrebleu = pytest.importorskip("sacrebleu")
+    assert "sacrebleu --tokenize char --smooth-method none" in m["bleu_label"]
+    expected = sacrebleu.corpus_bleu(hyps, [refs], tokenize="char", smooth_method="none").score
+    assert m["bleu"] == pytest.approx(expected, abs=1e-9)
+
+    r = run(["evaluate", "--model", "model", "--data", "data/test.tsv", "--beam-size", "1"], cwd)
+    assert r.returncode == 0, r.stderr
+    label, line = r.stdout.splitlines()
+    assert label.startswith("BLEU (tokens: char, ") and line.endswith("(40 sentences, greedy)")
+    greedy = _translations(cwd, sources, ["--beam-size", "1"])
+    exact = 100 * sum(h == t for h, t in zip(greedy, refs)) / len(refs)
+    assert line.startswith(f"exact match {exact:.2f}%")
+
+    r = run(["evaluate", "--model", "model", "--data", "data/test.tsv", "--length-penalty", "0.6",
+             "--json"], cwd)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["decoding"] == "beam 5, alpha 0.6"

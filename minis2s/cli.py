@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import sys
@@ -60,9 +61,39 @@ class UsageError(ValueError):
     """Contradictory or impossible options."""
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, ``(default: 5)``, unless its text already says
+    it; on/off flags (default off) and options with no default value say nothing more."""
+
+    _FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
+              argparse._VersionAction, argparse._CountAction)
+
+    def _shows_default(self, action) -> bool:
+        return (action.option_strings and not isinstance(action, self._FLAGS)
+                and action.default not in (None, argparse.SUPPRESS)
+                and "default" not in (action.help or ""))
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if self._shows_default(action):
+            text = (text + " (default: %(default)s)").strip()
+        return text
+
+    def _format_action(self, action):
+        if not action.help and self._shows_default(action):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``minis2s: error: ...`` and exit code 2, like every other
-    refusal of the command (argparse's default prints the whole usage block first)."""
+    refusal of the command (argparse's default prints the whole usage block first); every
+    ``--help`` entry shows its default (``_HelpFormatter``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"minis2s: error: {message} (see '{self.prog} --help')\n")
@@ -107,23 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a seq2seq model (default: the built-in 'dates' task)",
                        description="Train a seq2seq model. With no data argument it trains on the "
-                                   "built-in 'dates' task.")
+                                   "built-in 'dates' task.",
+                       epilog="Each epoch prints one line of validation metrics (greedy decoding); "
+                              "'*' at the end of a line marks a new best validation score "
+                              "(--select-metric): that epoch's weights are saved as the model "
+                              "(best.npz) and used for the final test.")
     data = t.add_argument_group("data")
     data.add_argument("--task", choices=_task_names(), help="built-in task (default: dates)")
-    data.add_argument("--train", metavar="FILE", help="training TSV (source<TAB>target per line)")
-    data.add_argument("--valid", metavar="FILE", help="validation TSV")
-    data.add_argument("--test", metavar="FILE", help="test TSV")
+    data.add_argument("--train", metavar="FILE", help="training TSV (source<TAB>target per line; default: none, the built-in task)")
+    data.add_argument("--valid", metavar="FILE", help="validation TSV (needed with --train; default: none)")
+    data.add_argument("--test", metavar="FILE", help="test TSV (default: none, the validation split is reported)")
     for split in ("train", "valid", "test"):
-        data.add_argument(f"--{split}-src", metavar="FILE", help=f"{split} source file (one sentence per line)")
-        data.add_argument(f"--{split}-tgt", metavar="FILE", help=f"{split} target file, line-aligned")
+        data.add_argument(f"--{split}-src", metavar="FILE", help=f"{split} source file (one sentence per line; default: none)")
+        data.add_argument(f"--{split}-tgt", metavar="FILE", help=f"{split} target file, line-aligned (default: none)")
     data.add_argument("--tokenizer", choices=["char", "space", "bpe"], help="default: the task's, or char")
     data.add_argument("--bpe-merges", type=_positive_int, default=d.bpe_merges, metavar="N")
     data.add_argument("--max-length", type=_positive_int, default=d.max_length, metavar="N",
                       help=f"drop training pairs longer than N tokens (default {d.max_length})")
     data.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines with a counted warning")
-    data.add_argument("--n-train", type=_positive_int, metavar="N", help="built-in task: training pairs")
-    data.add_argument("--n-valid", type=_positive_int, metavar="N")
-    data.add_argument("--n-test", type=_positive_int, metavar="N")
+    data.add_argument("--n-train", type=_positive_int, metavar="N", help="built-in task: training pairs (default: the task's)")
+    data.add_argument("--n-valid", type=_positive_int, metavar="N", help="built-in task: validation pairs (default: the task's)")
+    data.add_argument("--n-test", type=_positive_int, metavar="N", help="built-in task: test pairs (default: the task's)")
     model = t.add_argument_group("model")
     model.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
     model.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size, help="even (bi-LSTM encoder)")
@@ -137,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
     opt.add_argument("--lr", type=_positive_float, default=d.lr)
     opt.add_argument("--lr-decay-start", type=_positive_int, metavar="E",
-                     help="halve the learning rate every epoch from epoch E on")
-    opt.add_argument("--patience", type=_positive_int, metavar="P", help="early stopping after P epochs without improvement")
+                     help="halve the learning rate every epoch from epoch E on (default: never)")
+    opt.add_argument("--patience", type=_positive_int, metavar="P", help="early stopping after P epochs without improvement (default: none, train every epoch)")
     opt.add_argument("--label-smoothing", type=_unit_open_float, default=d.label_smoothing)
     opt.add_argument("--tf-ratio", type=_unit_float, default=d.tf_ratio,
                      help="teacher-forcing ratio: 1.0 always feeds the reference")
@@ -149,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_nonneg_int, default=d.seed)
     run.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/TASK, numbered if taken)")
-    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR (--epochs is the total)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR (--epochs is the total; default: a new run)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_option(run)
     add_max_memory(run)
@@ -163,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--n-best", type=_positive_int, default=1)
     tr.add_argument("--length-penalty", type=_nonneg_float, default=0.0,
                     help="GNMT alpha: larger values favour longer outputs (0: none)")
-    tr.add_argument("--max-output-length", type=_positive_int, metavar="L")
-    tr.add_argument("--plot-attention", metavar="FILE.png", help="draw the first sentence's attention")
+    tr.add_argument("--max-output-length", type=_positive_int, metavar="L",
+                    help="tokens per translation at most (default: 2 x the model's --max-length + 10)")
+    tr.add_argument("--plot-attention", metavar="FILE.png", help="draw the first sentence's attention (default: no plot)")
     tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     add_threads_option(tr)
     add_max_memory(tr)

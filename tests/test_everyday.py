@@ -81,3 +81,41 @@ def test_evaluate_decodes_as_translate_does_and_says_so(model):
              "--json"], cwd)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["decoding"] == "beam 5, alpha 0.6"
+
+
+def _all_parsers():
+    import argparse
+    sys.path.insert(0, str(REPO))
+    from minis2s.cli import build_parser
+    todo, seen = [("minis2s", build_parser())], []
+    while todo:
+        name, parser = todo.pop()
+        seen.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {n}", p) for n, p in action.choices.items()]
+    return seen
+
+
+def test_every_help_entry_shows_its_default():
+    import argparse
+    flags = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
+             argparse._VersionAction)
+    parsers = _all_parsers()
+    assert {"minis2s train", "minis2s evaluate", "minis2s lm generate"} <= {n for n, _ in parsers}
+    missing = []
+    for name, parser in parsers:
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, flags) or action.required:
+                continue        # on/off flags are off by default; required options have none
+            entry = parser._get_formatter()._format_action(action)
+            if "default" not in entry:
+                missing.append(f"{name} {action.option_strings[0]}")
+    assert not missing, missing
+    # the rendered text, as a user sees it
+    r = run(["train", "--help"], REPO)
+    text = " ".join(r.stdout.split())                   # whatever the terminal width
+    assert "--batch-size BATCH_SIZE (default: 64)" in text
+    assert "'*' at the end of a line marks a new best validation score" in text
+    r = run(["evaluate", "--help"], REPO)
+    assert "(default: 5)" in r.stdout

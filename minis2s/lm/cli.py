@@ -16,8 +16,8 @@ def add_lm_parser(sub) -> None:
     t = lsub.add_parser("train", help="train an n-gram or LSTM language model")
     src = t.add_mutually_exclusive_group()             # one of them, unless --resume
     src.add_argument("--corpus", metavar="FILE",
-                     help="UTF-8 text, one sentence per line, blank lines skipped (split 80/10/10)")
-    src.add_argument("--builtin", choices=["pydoc", "markov", "brackets"])
+                     help="UTF-8 text, one sentence per line, blank lines skipped (split 80/10/10; default: none, give this or --builtin)")
+    src.add_argument("--builtin", choices=["pydoc", "markov", "brackets"], help="built-in corpus (default: none, give this or --corpus)")
     t.add_argument("--model", choices=["ngram", "lstm"], default=d.model)
     t.add_argument("--order", type=_positive_int, default=d.order)
     t.add_argument("--smoothing", choices=["add-k", "kneser-ney"], default=d.smoothing)
@@ -40,7 +40,7 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--out", metavar="DIR",
                    help="run directory (default: runs/lm-NAME-MODEL, numbered if taken)")
     t.add_argument("--resume", metavar="DIR",
-                   help="continue the LSTM run in DIR (--epochs is the total)")
+                   help="continue the LSTM run in DIR (--epochs is the total; default: a new run)")
     t.add_argument("--quiet", action="store_true")
     add_threads_option(t)
     add_max_memory(t)
@@ -59,9 +59,9 @@ def add_lm_parser(sub) -> None:
     g.add_argument("--model", required=True, metavar="DIR")
     g.add_argument("--n", type=_positive_int, default=5)
     g.add_argument("--temperature", type=_positive_float, default=1.0)
-    g.add_argument("--top-k", type=_positive_int)
+    g.add_argument("--top-k", type=_positive_int, help="sample among the k most probable tokens (default: all)")
     g.add_argument("--greedy", action="store_true")
-    g.add_argument("--prompt", metavar="TEXT")
+    g.add_argument("--prompt", metavar="TEXT", help="start every sentence with TEXT (default: none)")
     g.add_argument("--max-length", type=_positive_int, default=50)
     g.add_argument("--seed", type=_nonneg_int, default=0)
     add_threads_option(g)

@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--attention", choices=["general", "dot", "none"], default=d.attention)
     model.add_argument("--no-input-feeding", dest="input_feeding", action="store_false")
     opt = t.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=_positive_int, default=d.epochs, help="total epochs (also when resuming)")
+    opt.add_argument("--epochs", type=_positive_int,
+                     help=f"total epochs (default: {d.epochs}; with --resume, the run's own total)")
     opt.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     opt.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
     opt.add_argument("--lr", type=_positive_float, default=d.lr)
@@ -283,6 +284,8 @@ def _train_config(args):
         raise UsageError(f"--hidden-size must be even (the encoder has two directions), got {args.hidden_size}")
     if has_files:
         values["task"] = None
+    if args.resume and args.epochs is None:
+        values["epochs"] = None          # the run's own total (minis2s.train.fit)
     return TrainConfig(**values)
 
 

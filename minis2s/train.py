@@ -210,15 +210,33 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
     return default_run_dir(base)
 
 
+def _resume_epochs(given: int | None, ckpt_path: Path, configured) -> int:
+    """The total epochs of a resumed run: ``--epochs`` if given, else the total it was last
+    run with (its checkpoint's ``max_epochs``; its config for older checkpoints). A total below
+    the epoch already reached is refused in the command's own terms."""
+    state = load_checkpoint(ckpt_path).get("trainer", {}) if Path(ckpt_path).exists() else {}
+    saved_total = state.get("max_epochs")
+    if not (isinstance(saved_total, int) and saved_total > 0):
+        saved_total = configured
+    epochs = given if given is not None else saved_total
+    reached = state.get("epoch", 0) if isinstance(state.get("epoch"), int) else 0
+    if epochs is None:
+        return max(reached, 1)
+    if epochs < reached:
+        raise ValueError(f"--epochs {epochs} is below the epoch this run already reached "
+                         f"({reached}); give --epochs {reached} or more")
+    return epochs
+
+
 def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dict:
     start_time = time.time()
     run_dir, ckpt_path = run.path, None
     if run.resume:
         saved = resume_config(read_json(run_dir / "config.json"), run_dir / "config.json",
                               [f.name for f in fields(TrainConfig)])
-        epochs = cfg.epochs
-        cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "quiet": cfg.quiet, "out": str(run_dir)})
         ckpt_path = run.resume_checkpoint()
+        epochs = _resume_epochs(cfg.epochs, ckpt_path, saved["train"].get("epochs"))
+        cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "quiet": cfg.quiet, "out": str(run_dir)})
     prep = prepare_data(cfg, run_dir if run.resume else None)
     model_cfg = dict(src_vocab_size=len(prep.src_vocab), tgt_vocab_size=len(prep.tgt_vocab),
                      emb_size=cfg.emb_size, hidden_size=cfg.hidden_size, num_layers=cfg.layers,

@@ -449,7 +449,7 @@ class Trainer:
         out = {"epoch": st.epoch, "iteration": st.iteration,
                "iteration_in_epoch": getattr(st, "iteration_in_epoch", 0),
                "best": t["best"], "bad_epochs": t["bad_epochs"], "skipped": t["skipped"],
-               "lr": self.optimizer.lr}
+               "lr": self.optimizer.lr, "max_epochs": self.epochs}   # the total a resume keeps
         for name, gen in self.generators.items():
             out[name] = gen.state_dict() if gen is not None else None
         out["epoch_sums"] = [t["epoch_nll"], t["epoch_tokens"], t["epoch_gnorm"], t["epoch_steps"]]
@@ -587,7 +587,7 @@ class Trainer:
             self._save("last.npz", state)
         self.log(self.describe(record, improved))
         if self.patience is not None and t["bad_epochs"] >= self.patience:
-            self.log(f"early stopping: no better valid {self.select} for {self.patience} epochs")
+            self.log(f"early stopping: no better valid {self.select.replace('_', ' ')} for {self.patience} epochs")
             engine.terminate()
         if self._stop_requested():
             engine.terminate()          # the epoch's checkpoint is the resumable one

@@ -119,3 +119,30 @@ def test_every_help_entry_shows_its_default():
     assert "'*' at the end of a line marks a new best validation score" in text
     r = run(["evaluate", "--help"], REPO)
     assert "(default: 5)" in r.stdout
+
+
+TINY = ["--n-train", "100", "--n-valid", "20", "--n-test", "20", "--emb-size", "8",
+        "--hidden-size", "8", "--batch-size", "50", "--quiet", "--threads", "1"]
+
+
+def _epochs(cwd, run_dir):
+    return [json.loads(line)["epoch"] for line in (cwd / run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_without_epochs_keeps_the_runs_own_total(tmp_path):
+    r = run(["train", "--task", "reverse", "--epochs", "2", "--out", "run", *TINY], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run(["train", "--resume", "run", "--quiet"], tmp_path)         # the total is 2: done
+    assert r.returncode == 0, r.stderr
+    assert "epoch  3" not in r.stdout and "test: exact match" in r.stdout
+    assert _epochs(tmp_path, "run") == [1, 2]
+    r = run(["train", "--resume", "run", "--epochs", "1", "--quiet"], tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("minis2s: error: --epochs 1 is below the epoch this run already "
+                                "reached (2); give --epochs 2 or more")
+    r = run(["train", "--resume", "run", "--epochs", "3", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert _epochs(tmp_path, "run") == [1, 2, 3]
+    r = run(["train", "--resume", "run", "--quiet"], tmp_path)         # now the total is 3
+    assert r.returncode == 0, r.stderr
+    assert _epochs(tmp_path, "run") == [1, 2, 3]

@@ -207,9 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_max_memory(tr)
     tr.set_defaults(func=cmd_translate)
 
-    ev = sub.add_parser("evaluate", help="score a trained model on a TSV file")
+    ev = sub.add_parser("evaluate", help="score a trained model on a TSV file or two line-aligned files")
     ev.add_argument("--model", required=True, metavar="DIR")
-    ev.add_argument("--data", required=True, metavar="FILE")
+    ev.add_argument("--data", metavar="FILE", help="TSV: source<TAB>reference per line "
+                                                   "(default: none, give this or --src and --ref)")
+    ev.add_argument("--src", metavar="FILE", help="source sentences, one per line (default: none)")
+    ev.add_argument("--ref", metavar="FILE", help="references, line-aligned with --src (default: none)")
     ev.add_argument("--beam-size", type=_positive_int, default=5,
                     help="as 'translate' (1: greedy, as validation during training)")
     ev.add_argument("--length-penalty", type=_nonneg_float, default=0.0,
@@ -480,16 +483,21 @@ def cmd_translate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from . import load
-    from .data.parallel import read_tsv
+    from .data.parallel import read_parallel, read_tsv
     from .runs import Prepared, _encode, seen_in_training
     from .train import evaluate
+    if args.data and (args.src or args.ref):
+        raise UsageError("give either --data FILE.tsv or --src and --ref, not both")
+    if not args.data and not (args.src and args.ref):
+        raise UsageError("give --data FILE.tsv, or --src FILE and --ref FILE")
     _use_device(args.device)
     model = load(args.model)
     set_threads(args, _saved_hidden_size(args.model))
-    pairs = read_tsv(args.data).pairs
+    pairs = (read_tsv(args.data) if args.data else read_parallel(args.src, args.ref)).pairs
+    where = args.data or args.src
     seen = seen_in_training(args.model, [s for s, _ in pairs])
     if seen:
-        print(f"minis2s: warning: {seen} of {len(pairs)} sources in {args.data} are in the training "
+        print(f"minis2s: warning: {seen} of {len(pairs)} sources in {where} are in the training "
               f"data of {args.model}: these metrics are not those of unseen data", file=sys.stderr)
     toks = [(model.src_tokenizer.tokenize(s)[:model.max_length], model.tgt_tokenizer.tokenize(t))
             for s, t in pairs]

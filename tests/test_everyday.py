@@ -146,3 +146,24 @@ def test_resume_without_epochs_keeps_the_runs_own_total(tmp_path):
     r = run(["train", "--resume", "run", "--quiet"], tmp_path)         # now the total is 3
     assert r.returncode == 0, r.stderr
     assert _epochs(tmp_path, "run") == [1, 2, 3]
+
+
+def test_evaluate_takes_two_line_aligned_files_like_train(model):
+    cwd, _ = model
+    pairs = [line.split("\t") for line in (cwd / "data" / "test.tsv").read_text().splitlines()]
+    (cwd / "test.src").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    (cwd / "test.ref").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    tsv = run(["evaluate", "--model", "model", "--data", "data/test.tsv", "--beam-size", "1", "--json"], cwd)
+    two = run(["evaluate", "--model", "model", "--src", "test.src", "--ref", "test.ref",
+               "--beam-size", "1", "--json"], cwd)
+    assert tsv.returncode == 0 and two.returncode == 0, two.stderr
+    assert json.loads(two.stdout) == json.loads(tsv.stdout)
+    (cwd / "short.ref").write_text("".join(t + "\n" for _, t in pairs[:-1]), encoding="utf-8")
+    for args, message in [
+            (["--data", "data/test.tsv", "--src", "test.src", "--ref", "test.ref"], "not both"),
+            (["--src", "test.src"], "give --data FILE.tsv, or --src FILE and --ref FILE"),
+            ([], "give --data FILE.tsv, or --src FILE and --ref FILE"),
+            (["--src", "test.src", "--ref", "short.ref"], "short.ref")]:
+        r = run(["evaluate", "--model", "model", *args], cwd)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1

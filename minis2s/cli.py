@@ -527,10 +527,29 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _symbols(texts, tokenizer: str, most: int = 12) -> str:
+    """``char, 11 symbols: -0123456789`` or ``space, 26 words: a b c ...``: the distinct tokens
+    of ``texts`` (a space shown as ``␣``)."""
+    if tokenizer == "char":
+        tokens = sorted({c for t in texts for c in t})
+        shown = "".join("␣" if c == " " else c for c in tokens)
+        return f"char, {len(tokens)} symbols: {shown}" + ("  (␣: space)" if " " in tokens else "")
+    tokens = sorted({w for t in texts for w in t.split()})
+    shown = " ".join(tokens[:most]) + (" ..." if len(tokens) > most else "")
+    return f"{tokenizer}, {len(tokens)} words: {shown}"
+
+
 def cmd_tasks(args) -> int:
-    from .data.tasks import TASKS
+    from .data.tasks import TASKS, make_task
+    print("the built-in tasks; symbols and words as found in the default splits (seed 0)")
     for name in sorted(TASKS):
-        print(f"{name:<12} {TASKS[name].description}")
+        spec = TASKS[name]
+        splits = make_task(name)
+        pairs = [pair for split in splits.values() for pair in split]
+        print(f"{name:<12} {spec.description}")
+        print(f"{'':<12} splits: " + ", ".join(f"{k} {v}" for k, v in spec.sizes.items()))
+        print(f"{'':<12} source: {_symbols([s for s, _ in pairs], spec.src_tokenizer)}")
+        print(f"{'':<12} target: {_symbols([t for _, t in pairs], spec.tgt_tokenizer)}")
     return 0
 
 

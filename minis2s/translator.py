@@ -41,6 +41,8 @@ class Translator:
                 toks, counts["truncated"] = toks[:self.max_length], counts["truncated"] + 1
             row = self.src_vocab.encode(toks)
             counts["unknown"] += sum(1 for i in row if i == UNK)
+            seen = counts.setdefault("unknown_tokens", [])     # distinct, in order of appearance
+            seen += [t for t, i in zip(toks, row) if i == UNK and t not in seen]
             ids.append(row + [EOS])
             tokens.append(toks)
         return ids, tokens
@@ -48,8 +50,11 @@ class Translator:
     @staticmethod
     def _warn(counts: dict) -> None:
         if counts["unknown"]:
+            seen = counts.get("unknown_tokens", [])
+            shown = ", ".join(repr(t) for t in seen[:5])
+            more = f" (the first 5 of {len(seen)} shown)" if len(seen) > 5 else ""
             warnings.warn(f"{counts['unknown']} source token(s) not in the vocabulary were mapped "
-                          "to <unk>", stacklevel=3)
+                          f"to <unk>: {shown}{more}", stacklevel=3)
         if counts["truncated"]:
             warnings.warn(f"{counts['truncated']} input(s) longer than the model's maximum source "
                           f"length ({counts['max_length']} tokens) were truncated", stacklevel=3)

@@ -167,3 +167,34 @@ def test_evaluate_takes_two_line_aligned_files_like_train(model):
         r = run(["evaluate", "--model", "model", *args], cwd)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_unknown_token_warning_names_the_first_unknown_tokens(model):
+    cwd, _ = model
+    r = run(["translate", "--model", "model", "--beam-size", "1"], cwd, input="1 Jan 2000€\nü 3 Feb 2001 €\n")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2
+    assert ("minis2s: warning: 3 source token(s) not in the vocabulary were mapped to <unk>: '€', 'ü'"
+            in r.stderr)
+    many = "".join(chr(0x3041 + i) for i in range(7))            # 7 hiragana, none in dates
+    r = run(["translate", "--model", "model", "--beam-size", "1"], cwd, input=many + "\n")
+    assert "'ぁ', 'あ', 'ぃ', 'い', 'ぅ' (the first 5 of 7 shown)" in r.stderr
+
+
+def test_tasks_shows_each_tasks_symbols_and_sizes(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from minis2s.data.tasks import TASKS, make_task
+    r = run(["tasks"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    splits = make_task("addition")
+    src = sorted({c for split in splits.values() for s, _ in split for c in s})
+    assert src == list("+0123456789")
+    assert "source: char, 11 symbols: +0123456789" in out
+    assert "target: char, 10 symbols: 0123456789" in out
+    assert "splits: train 10000, valid 500, test 500, test-long 500" in out
+    assert "source: space, 20 words: a b c d e f g h i j k l ..." in out
+    for name, spec in TASKS.items():
+        assert f"\n{name:<12} {spec.description}\n" in "\n" + out
+    dates = out[out.index("dates "):]
+    assert "␣" in dates.splitlines()[2] and "(␣: space)" in dates.splitlines()[2]

@@ -198,3 +198,23 @@ def test_tasks_shows_each_tasks_symbols_and_sizes(tmp_path):
         assert f"\n{name:<12} {spec.description}\n" in "\n" + out
     dates = out[out.index("dates "):]
     assert "␣" in dates.splitlines()[2] and "(␣: space)" in dates.splitlines()[2]
+
+
+def test_lm_generate_from_an_ngram_and_greedy_once(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["the cat sat on the mat", "the dog sat on the log"] * 20) + "\n",
+                      encoding="utf-8")
+    r = run(["lm", "train", "--corpus", "corpus.txt", "--model", "ngram", "--order", "2",
+             "--min-freq", "1", "--out", "ng"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run(["lm", "generate", "--model", "ng", "--n", "4", "--prompt", "the", "--top-k", "3"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 4 and all(line.startswith("the ") for line in lines)
+    assert set(" ".join(lines).split()) <= {"the", "cat", "dog", "sat", "on", "mat", "log", "<unk>"}
+    r = run(["lm", "generate", "--model", "ng", "--greedy"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 1
+    r = run(["lm", "generate", "--model", "ng", "--greedy", "--n", "3"], tmp_path)
+    assert r.returncode == 2
+    assert "--greedy gives one sentence, the same every time; --n 3 would repeat it" in r.stderr

@@ -330,3 +330,28 @@ def test_loading_a_damaged_file_names_it(tmp_path, damage):
     with pytest.raises(CheckpointError) as err:
         NGramLM.load(path)
     assert str(path) in str(err.value)
+
+
+def test_generate_samples_from_the_markov_chain_greedy_and_top_k():
+    from collections import Counter as _Counter
+    from minis2s.lm.ngram import NGramLM as _LM
+    corpus = [s.split() for s in ["the cat sat", "the dog sat", "a cat ran"] * 10 + ["the cat ran"] * 5]
+    lm = _LM(order=2).fit(corpus)
+    assert lm.generate(1, greedy=True) == [["the", "cat", "ran"]]      # cat: 15 x ran, 10 x sat
+    assert lm.generate(2, greedy=True) == [["the", "cat", "ran"]] * 2
+    assert lm.generate(3, seed=4) == lm.generate(3, seed=4)
+    # top-k: every token is among the k most probable after the previous one
+    for sentence in lm.generate(50, top_k=2, seed=1):
+        context = []
+        for word in sentence:
+            dist = lm.distribution(context)
+            assert word in sorted(dist, key=lambda w: -dist[w])[:2]
+            context.append(word)
+    # sampling: the first words follow P(w | <s>)
+    firsts = _Counter(s[0] if s else "</s>" for s in lm.generate(2000, seed=0))
+    p = lm.distribution([])
+    for w in ("the", "a"):
+        assert abs(firsts[w] / 2000 - p[w]) < 0.04, (w, firsts[w] / 2000, p[w])
+    # a low temperature is nearly greedy; the prompt is kept
+    assert lm.generate(5, temperature=0.01, seed=3) == [["the", "cat", "ran"]] * 5
+    assert all(s[:2] == ["a", "dog"] for s in lm.generate(5, prompt=["a", "dog"], seed=2))

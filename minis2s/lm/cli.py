@@ -55,12 +55,13 @@ def add_lm_parser(sub) -> None:
     add_max_memory(s)
     s.set_defaults(func=cmd_lm_score)
 
-    g = lsub.add_parser("generate", help="sample sentences from an LSTM language model")
+    g = lsub.add_parser("generate", help="sample sentences from a language model (LSTM or n-gram)")
     g.add_argument("--model", required=True, metavar="DIR")
-    g.add_argument("--n", type=_positive_int, default=5)
+    g.add_argument("--n", type=_positive_int, help="sentences (default: 5; 1 with --greedy)")
     g.add_argument("--temperature", type=_positive_float, default=1.0)
     g.add_argument("--top-k", type=_positive_int, help="sample among the k most probable tokens (default: all)")
-    g.add_argument("--greedy", action="store_true")
+    g.add_argument("--greedy", action="store_true",
+                   help="the most probable token at every step: one sentence, always the same")
     g.add_argument("--prompt", metavar="TEXT", help="start every sentence with TEXT (default: none)")
     g.add_argument("--max-length", type=_positive_int, default=50)
     g.add_argument("--seed", type=_nonneg_int, default=0)
@@ -166,9 +167,14 @@ def cmd_lm_generate(args) -> int:
     constant memory and its first lines appear at once."""
     from .training import load_lm
     from ..cli import _saved_hidden_size, set_threads
+    from ..cli import UsageError
+    if args.greedy and args.n is not None and args.n > 1:
+        raise UsageError(f"--greedy gives one sentence, the same every time; --n {args.n} would "
+                         "repeat it (leave out --greedy to sample)")
+    n = args.n or (1 if args.greedy else 5)
     lm = load_lm(args.model)
     set_threads(args, _saved_hidden_size(args.model))
-    for text in lm.iter_generate(args.n, args.max_length, args.temperature, args.top_k,
+    for text in lm.iter_generate(n, args.max_length, args.temperature, args.top_k,
                                  args.greedy, args.prompt, args.seed):
         print(text, flush=True)
     return 0

@@ -199,6 +199,37 @@ class NGramLM:
         ctx = self._context(context)
         return {w: self._prob(w, ctx) for w in self._vocab}
 
+    def generate(self, n: int = 1, max_len: int = 50, temperature: float = 1.0,
+                 top_k: int | None = None, greedy: bool = False, prompt: Sequence[str] = (),
+                 seed: int = 0) -> list[list[str]]:
+        """``n`` token lists drawn one token at a time from ``P(w | last order - 1 tokens)``
+        (the Markov assumption at work), each ending before ``</s>`` or after ``max_len``
+        tokens, ``prompt`` included. ``temperature`` > 1 flattens the distribution
+        (``p ** (1 / T)``, renormalised); ``top_k`` keeps the k most probable tokens; ``greedy``
+        takes the most probable token at every step (the same sentence every time)."""
+        return list(self.iter_generate(n, max_len, temperature, top_k, greedy, prompt, seed))
+
+    def iter_generate(self, n: int = 1, max_len: int = 50, temperature: float = 1.0,
+                      top_k: int | None = None, greedy: bool = False, prompt: Sequence[str] = (),
+                      seed: int = 0):
+        """The sentences of ``generate``, yielded one at a time as they are drawn."""
+        import random
+        rng = random.Random(seed)
+        for _ in range(n):
+            tokens = list(prompt)
+            while len(tokens) < max_len:
+                dist = sorted(self.distribution(tokens).items(), key=lambda kv: -kv[1])
+                if greedy:
+                    word = dist[0][0]
+                else:
+                    dist = dist[:top_k] if top_k else dist
+                    weights = [p ** (1.0 / temperature) for _, p in dist]
+                    word = rng.choices([w for w, _ in dist], weights=weights)[0]
+                if word == EOS:
+                    break
+                tokens.append(word)
+            yield tokens
+
     def logprob(self, sentence: Sequence[str]) -> float:
         """``log P(w_1 ... w_n </s>)`` in nats: the sum over the ``n + 1`` predicted tokens."""
         padded, n = self._pad(sentence), self.order

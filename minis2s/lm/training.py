@@ -278,8 +278,12 @@ class LoadedLM:
         """The ``n`` sentences of ``generate``, yielded as they are sampled, ``batch`` at a time
         (one generator draws them all), so any ``n`` takes the memory of one batch. Up to
         ``batch`` sentences the draws are those of one call to the model's ``generate``."""
-        if self.kind != "lm-lstm":
-            raise ValueError("generation is implemented for LSTM language models (--model lstm)")
+        if self.kind == "lm-ngram":
+            prompt_tokens = self.tokenizer.tokenize(prompt) if prompt else []
+            for tokens in self.model.iter_generate(n, max_len, temperature, top_k, greedy,
+                                                   prompt_tokens, seed):
+                yield self.tokenizer.detokenize(tokens)
+            return
         prompt_ids = self.vocab.encode(self.tokenizer.tokenize(prompt)) if prompt else None
         gen = grad.Generator(seed)
         for start in range(0, n, batch):

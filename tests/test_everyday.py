@@ -218,3 +218,26 @@ def test_lm_generate_from_an_ngram_and_greedy_once(tmp_path):
     r = run(["lm", "generate", "--model", "ng", "--greedy", "--n", "3"], tmp_path)
     assert r.returncode == 2
     assert "--greedy gives one sentence, the same every time; --n 3 would repeat it" in r.stderr
+
+
+def test_lm_score_has_a_header_and_the_same_columns_ranked_or_not_and_as_json(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["the cat sat on the mat", "the dog sat on the log"] * 20) + "\n",
+                      encoding="utf-8")
+    r = run(["lm", "train", "--corpus", "corpus.txt", "--model", "ngram", "--order", "2",
+             "--min-freq", "1", "--out", "ng"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = "mat the on sat cat the\nthe cat sat on the mat\n"
+    plain = run(["lm", "score", "--model", "ng"], tmp_path, input=text).stdout.splitlines()
+    ranked = run(["lm", "score", "--model", "ng", "--rank"], tmp_path, input=text).stdout.splitlines()
+    header = "line\tlog-probability\ttokens\tperplexity\tsentence"
+    assert plain[0] == header and ranked[0] == header
+    assert [row.split("\t")[0] for row in plain[1:]] == ["1", "2", "total"]
+    assert [row.split("\t")[0] for row in ranked[1:]] == ["2", "1", "total"]
+    assert sorted(plain[1:3]) == sorted(ranked[1:3]) and plain[3] == ranked[3]
+    assert all(len(row.split("\t")) == 5 for row in plain + ranked)
+    data = json.loads(run(["lm", "score", "--model", "ng", "--json"], tmp_path, input=text).stdout)
+    assert [row["sentence"] for row in data["rows"]] == ["mat the on sat cat the", "the cat sat on the mat"]
+    first = plain[1].split("\t")
+    assert f"{data['rows'][0]['logprob']:.4f}" == first[1] and str(data["rows"][0]["tokens"]) == first[2]
+    assert data["total"]["tokens"] == sum(row["tokens"] for row in data["rows"])

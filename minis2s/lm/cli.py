@@ -1,6 +1,7 @@
 """``minis2s lm``: train, score, generate and compare language models."""
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -51,6 +52,7 @@ def add_lm_parser(sub) -> None:
     s.add_argument("--input", metavar="FILE",
                    help="default: standard input; one sentence per line, a blank line is the empty sentence")
     s.add_argument("--rank", action="store_true", help="order the lines from most to least probable")
+    s.add_argument("--json", action="store_true", help="print the rows and the total as JSON")
     add_threads_option(s)
     add_max_memory(s)
     s.set_defaults(func=cmd_lm_score)
@@ -138,7 +140,8 @@ def cmd_lm_train(args) -> int:
 
 
 def cmd_lm_score(args) -> int:
-    """One output line per input line, in order (or ranked with ``--rank``). Each line is
+    """A header line, then one line per input line, in order (or ranked with ``--rank``; the
+    columns are the same), then the total (``--json``: the same as one object). Each line is
     stripped as training strips its corpus lines; a blank line is scored as the empty sentence
     (the single event ``</s>`` right after ``<s>``), not skipped, so outputs stay aligned."""
     from .training import load_lm
@@ -147,18 +150,21 @@ def cmd_lm_score(args) -> int:
     set_threads(args, _saved_hidden_size(args.model))
     lines = _lines(args.input)
     scores = lm.score([l.strip() for l in lines])
-    rows = list(zip(lines, scores))
+    rows = [{"line": i, "logprob": lp, "tokens": n, "perplexity": math.exp(-lp / max(n, 1)),
+             "sentence": line} for i, (line, (lp, n)) in enumerate(zip(lines, scores), 1)]
     if args.rank:
-        rows.sort(key=lambda r: -r[1][0])
-        for rank, (line, (lp, n)) in enumerate(rows, 1):
-            print(f"{rank}\t{lp:.4f}\t{line}")
+        rows.sort(key=lambda r: -r["logprob"])
+    total_lp = sum(r["logprob"] for r in rows)
+    total_n = sum(r["tokens"] for r in rows)
+    total = {"logprob": total_lp, "tokens": total_n, "perplexity": math.exp(-total_lp / max(total_n, 1))}
+    if args.json:
+        print(json.dumps({"rows": rows, "total": total}, ensure_ascii=False))
         return 0
-    for line, (lp, n) in rows:
-        print(f"{lp:.4f}\t{n}\t{math.exp(-lp / max(n, 1)):.3f}\t{line}")
-    total_lp = sum(lp for _, (lp, _) in rows)
-    total_n = sum(n for _, (_, n) in rows)
-    print(f"total\tlog-probability {total_lp:.4f}\ttokens {total_n}\tperplexity "
-          f"{math.exp(-total_lp / max(total_n, 1)):.3f}")
+    # the same columns with and without --rank: "line" is the input line number
+    print("line\tlog-probability\ttokens\tperplexity\tsentence")
+    for r in rows:
+        print(f"{r['line']}\t{r['logprob']:.4f}\t{r['tokens']}\t{r['perplexity']:.3f}\t{r['sentence']}")
+    print(f"total\t{total_lp:.4f}\t{total_n}\t{total['perplexity']:.3f}\t")
     return 0
 
 

@@ -473,11 +473,15 @@ def cmd_translate(args) -> int:
                 print(file=out)
             out.flush()
     if args.plot_attention and first is not None:
-        from .plot import plot_attention
+        from .plot import PlotError, plot_attention
         first = first if args.n_best == 1 else first[0]
-        plot_attention(first.source_tokens + ["</s>"], first.tokens + ["</s>"], first.attention,
-                       args.plot_attention)
-        print(f"attention plot written to {args.plot_attention}", file=sys.stderr)
+        try:
+            plot_attention(first.source_tokens + ["</s>"], first.tokens + ["</s>"], first.attention,
+                           args.plot_attention, title=model.src_tokenizer.detokenize(first.source_tokens))
+        except PlotError as exc:         # the translations are written: warn, do not fail
+            print(f"minis2s: warning: no attention plot: {exc}", file=sys.stderr)
+        else:
+            print(f"attention plot written to {args.plot_attention}", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 CJK_FONTS = ("Noto Sans CJK KR", "Noto Sans CJK JP", "Noto Sans KR", "NanumGothic", "NanumBarunGothic",
              "UnDotum", "Baekmuk Gulim", "Malgun Gothic", "AppleGothic", "Noto Serif CJK KR")
 
@@ -54,9 +56,36 @@ def _cjk_font():
     return next((name for name in CJK_FONTS if name in installed), None)
 
 
-def plot_run(run_dir, out) -> None:
-    """Loss and perplexity per epoch (train and valid) from ``run_dir/log.jsonl``."""
-    path = Path(run_dir) / "log.jsonl"
+def _run_kind(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _epoch_axis(ax) -> None:
+    """Whole-number epoch ticks, plain numbers on both axes."""
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    for axis in (ax.xaxis, ax.yaxis):
+        formatter = ScalarFormatter(useOffset=False)
+        formatter.set_scientific(False)
+        axis.set_major_formatter(formatter)
+
+
+def plot_run(run_dir, out):
+    """Training curves from ``run_dir/log.jsonl``: cross-entropy per epoch (train and valid, with
+    the matching perplexities on the right-hand axis) and, for a seq2seq run, the validation
+    exact match, token accuracy and BLEU. An LSTM language model run has the valid curve; an
+    n-gram run has none (it is counted in one pass), which is said plainly. Returns the Figure."""
+    run_dir = Path(run_dir)
+    kind = _run_kind(run_dir)
+    if kind == "lm-ngram":
+        raise PlotError(f"{run_dir} is an n-gram language model: it is estimated by counting in one "
+                        "pass, so it has no training curve to plot (its perplexities are printed by "
+                        "'minis2s lm train' and 'minis2s lm score')")
+    path = run_dir / "log.jsonl"
     if not path.is_file():
         raise PlotError(f"{path}: no training log found (is {run_dir} a run directory?)")
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -64,48 +93,73 @@ def plot_run(run_dir, out) -> None:
         raise PlotError(f"{path}: the log is empty (no epoch has finished yet)")
     plt = _pyplot()
     epochs = [r["epoch"] for r in records]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
+    seq2seq = "valid_exact_match" in records[0]
+    fig, axes = plt.subplots(1, 2 if seq2seq else 1, figsize=(10 if seq2seq else 5.5, 4), squeeze=False)
+    ax1 = axes[0][0]
+    if "train_loss" in records[0]:
+        ax1.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
     ax1.plot(epochs, [r["valid_loss"] for r in records], "o-", label="valid")
-    ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy per token (nats)")
+    ax1.set_title("loss (right axis: perplexity = exp(loss))", fontsize=10)
+    _epoch_axis(ax1)
+    right = ax1.secondary_yaxis("right", functions=(lambda x: np.exp(x), lambda y: np.log(np.maximum(y, 1e-12))))
+    right.set_ylabel("perplexity")
     ax1.legend()
-    ax2.plot(epochs, [r["train_ppl"] for r in records], "o-", label="train")
-    ax2.plot(epochs, [r["valid_ppl"] for r in records], "o-", label="valid")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("perplexity = exp(cross-entropy)")
-    ax2.set_yscale("log")
-    ax2.legend()
-    fig.suptitle(str(run_dir))
+    if seq2seq:
+        ax2 = axes[0][1]
+        decoding = records[-1].get("valid_decoding", "greedy")
+        for key, label in (("valid_exact_match", "exact match"), ("valid_token_acc", "token accuracy")):
+            ax2.plot(epochs, [100 * r[key] for r in records], "o-", label=label)
+        ax2.plot(epochs, [r["valid_bleu"] for r in records], "o-", label="BLEU")
+        ax2.set_ylabel("valid score (%, BLEU 0-100)")
+        ax2.set_title(f"validation ({decoding} decoding)", fontsize=10)
+        ax2.set_ylim(-2, 102)
+        _epoch_axis(ax2)
+        ax2.legend()
+    what = {"lm-lstm": "LSTM language model"}.get(kind, "seq2seq")
+    fig.suptitle(f"{run_dir} ({what})")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return fig
 
 
-def plot_attention(src_tokens, out_tokens, weights, out) -> None:
+SPACE = "\u2423"        # ␣, drawn with DejaVu Sans (matplotlib's own font) whatever the CJK font
+
+
+def plot_attention(src_tokens, out_tokens, weights, out, title: str | None = None):
     """A heat map of ``weights`` ``(len(out_tokens), len(src_tokens))``: rows are output tokens,
-    columns source tokens. Hangul labels need a CJK font; if none is installed, say how to get one
-    instead of drawing empty boxes."""
+    columns source tokens, with a colour bar and ``title`` (e.g. the source sentence). Labels of
+    one or two characters stay upright; a space is drawn as ``␣``. Text goes through
+    matplotlib's font fallback (DejaVu Sans, then a CJK font for Hangul); if Hangul is present
+    but no CJK font is installed, ``PlotError`` says which package to install instead of drawing
+    empty boxes. Returns the Figure."""
     plt = _pyplot()
-    labels = [str(t) for t in list(src_tokens) + list(out_tokens)]
-    font = None
+    labels = [str(t) for t in list(src_tokens) + list(out_tokens)] + ([title] if title else [])
+    family = ["DejaVu Sans"]
     if _needs_cjk(labels):
         font = _cjk_font()
         if font is None:
             raise PlotError("the tokens contain Korean (or other CJK) characters but no CJK font is "
                             "installed, so they would be drawn as boxes; install one, e.g. "
                             "'apt-get install fonts-noto-cjk' or 'fonts-nanum', then retry")
-    show = lambda t: "␣" if t == " " else t
+        family.append(font)
+    show = lambda t: SPACE if t == " " else str(t)
     n_out, n_src = len(out_tokens), len(src_tokens)
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * n_src + 2), max(3, 0.35 * n_out + 1.5)))
-    ax.imshow(weights[:n_out, :n_src], cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
-    kw = {"fontfamily": font} if font else {}
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.35 * n_src + 3), max(3.5, 0.35 * n_out + 2)))
+    image = ax.imshow(weights[:n_out, :n_src], cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(n_src))
-    ax.set_xticklabels([show(t) for t in src_tokens], rotation=90, **kw)
+    ax.set_xticklabels([show(t) for t in src_tokens], fontfamily=family)
+    for label in ax.get_xticklabels():          # short labels upright, longer ones turned
+        label.set_rotation(0 if len(label.get_text()) <= 2 else 90)
     ax.set_yticks(range(n_out))
-    ax.set_yticklabels([show(t) for t in out_tokens], **kw)
+    ax.set_yticklabels([show(t) for t in out_tokens], fontfamily=family)
     ax.set_xlabel("source")
     ax.set_ylabel("output")
+    fig.colorbar(image, ax=ax, label="attention weight")
+    if title:
+        ax.set_title(title, fontfamily=family)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return fig

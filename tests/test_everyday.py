@@ -241,3 +241,35 @@ def test_lm_score_has_a_header_and_the_same_columns_ranked_or_not_and_as_json(tm
     first = plain[1].split("\t")
     assert f"{data['rows'][0]['logprob']:.4f}" == first[1] and str(data["rows"][0]["tokens"]) == first[2]
     assert data["total"]["tokens"] == sum(row["tokens"] for row in data["rows"])
+
+
+def test_translate_on_a_terminal_answers_each_line_as_it_is_typed(model):
+    import select
+    cwd, _ = model
+    master, slave = os.openpty()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "minis2s", "translate", "--model", "model",
+                             "--beam-size", "1", "--threads", "1"], cwd=cwd, env=env, stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    answers = []
+    try:
+        assert select.select([proc.stderr], [], [], 60)[0], "no hint on stderr"
+        assert proc.stderr.readline().decode().startswith("minis2s: reading sentences")
+        for typed in (b"1 Jan 2000\n", b"3 Feb 2001\n"):
+            os.write(master, typed)                  # no end of input yet: the answer must come
+            ready = select.select([proc.stdout], [], [], 60)[0]
+            assert ready, f"no answer to {typed!r} before the end of input"
+            answers.append(proc.stdout.readline().decode().rstrip("\n"))
+        assert proc.poll() is None                   # still reading
+        os.write(master, b"\x04")                    # Ctrl-D
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert rest == b""
+    piped = run(["translate", "--model", "model", "--beam-size", "1"], cwd, input="1 Jan 2000\n3 Feb 2001\n")
+    assert answers == piped.stdout.splitlines()

@@ -129,7 +129,9 @@ def _task_names():
 
 
 # ------------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The ``minis2s`` parser; ``train_defaults`` (from ``--config FILE``) replace the defaults
+    of ``train``'s options, so that flags given on the command line still override them."""
     from .train import TrainConfig
     d = TrainConfig()
     p = _Parser(prog="minis2s", description="LSTM seq2seq with attention, from scratch.")
@@ -187,9 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/TASK, numbered if taken)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR (--epochs is the total; default: a new run)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--config", metavar="FILE",
+                     help="defaults for these options from a run's config.json or a YAML file "
+                          "(needs PyYAML) of option names and values; flags override it "
+                          "(default: none)")
     add_threads_option(run)
     add_max_memory(run)
     t.set_defaults(func=cmd_train)
+    if train_defaults:
+        t.set_defaults(**train_defaults)
 
     tr = sub.add_parser("translate", help="translate sentences with a trained model")
     tr.add_argument("--model", required=True, metavar="DIR")
@@ -301,7 +309,8 @@ def tune_allocator() -> None:
 
 # A resumed run keeps the data, model and optimisation settings it was started with; only these
 # may be given again.
-_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "threads", "max_memory", "command", "func"}
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "threads", "max_memory", "command", "func",
+                   "config"}
 
 
 def _check_resume_options(args) -> None:
@@ -577,6 +586,73 @@ def _expected_errors():
             ValueError)
 
 
+# Keys of a run's config.json "train" section that describe that run, not a new one.
+_RUN_ONLY_KEYS = {"out", "quiet"}
+
+
+def _read_config(path) -> dict:
+    """The option values in ``--config FILE``: a run's ``config.json`` (its ``train`` section),
+    a JSON object or a YAML mapping of option names (``hidden_size`` or ``hidden-size``) to values."""
+    if str(path).lower().endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); "
+                             "a JSON file needs nothing") from None
+        reader, errors = yaml.safe_load, (yaml.YAMLError,)
+    else:
+        reader, errors = json.loads, (ValueError,)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = reader(f.read())
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: file not found") from None
+    except errors as exc:
+        raise UsageError(f"--config {path}: not readable ({' '.join(str(exc).split())})") from None
+    if isinstance(data, dict) and isinstance(data.get("train"), dict) and "model" in data:
+        data = {k: v for k, v in data["train"].items() if k not in _RUN_ONLY_KEYS}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _config_defaults(path) -> dict:
+    """``--config FILE`` checked against ``train``'s options: unknown keys are refused, naming
+    the key; values are converted and checked as the command line's would be."""
+    from .train import TrainConfig
+    values = _read_config(path)
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    actions = {a.dest: a for a in train._actions if a.dest not in ("help", "config", "resume")}
+    extra_fields = {f.name for f in fields(TrainConfig)} - set(actions) - _RUN_ONLY_KEYS
+    defaults = {}
+    for key, value in values.items():
+        if key not in actions and key not in extra_fields:
+            raise UsageError(f"--config {path}: unknown key {key!r} (not an option of 'minis2s train')")
+        action = actions.get(key)
+        if action is not None and value is not None:
+            flag = action.option_strings[0]
+            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+                if not isinstance(value, bool):
+                    raise UsageError(f"--config {path}: {key} must be true or false, got {value!r}")
+            elif action.type is not None:
+                try:
+                    value = action.type(str(value))
+                except (argparse.ArgumentTypeError, ValueError) as exc:
+                    raise UsageError(f"--config {path}: {key} ({flag}): {exc}") from None
+            if action.choices is not None and value not in action.choices:
+                raise UsageError(f"--config {path}: {key} ({flag}) must be one of "
+                                 f"{', '.join(map(str, action.choices))}, got {value!r}")
+        defaults[key] = value
+    return defaults
+
+
+def _apply_config(argv, args):
+    """Re-read the command line with ``--config``'s values as the defaults of ``train``."""
+    if args.resume:
+        raise UsageError("--resume continues with the run's own config; --config cannot be given with it")
+    return build_parser(_config_defaults(args.config)).parse_args(argv)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -586,9 +662,13 @@ def main(argv=None) -> int:
     from .memory import set_limit
     set_limit(getattr(args, "max_memory", None))
     if os.environ.get("MINIS2S_DEBUG"):
+        if getattr(args, "config", None):
+            args = _apply_config(argv, args)
         return args.func(args)
     from .train import TrainingError
     try:
+        if getattr(args, "config", None):
+            args = _apply_config(argv, args)
         return args.func(args)
     except KeyboardInterrupt as exc:      # Ctrl-C, or trainer_core.Interrupted (SIGINT/SIGTERM)
         print(f"minis2s: {getattr(exc, 'message', 'interrupted')}", file=sys.stderr)

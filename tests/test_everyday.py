@@ -273,3 +273,59 @@ def test_translate_on_a_terminal_answers_each_line_as_it_is_typed(model):
     assert rest == b""
     piped = run(["translate", "--model", "model", "--beam-size", "1"], cwd, input="1 Jan 2000\n3 Feb 2001\n")
     assert answers == piped.stdout.splitlines()
+
+
+def _train_section(path):
+    return json.loads(path.read_text(encoding="utf-8"))["train"]
+
+
+def test_train_config_file_gives_defaults_that_flags_override(tmp_path):
+    r = run(["train", "--task", "reverse", "--epochs", "1", "--out", "a", "--lr", "0.005", *TINY], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run(["train", "--config", "a/config.json", "--out", "b", "--epochs", "2", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    a, b = _train_section(tmp_path / "a" / "config.json"), _train_section(tmp_path / "b" / "config.json")
+    assert b["epochs"] == 2 and b["out"] == "b"                     # the flags win
+    assert {k: v for k, v in a.items() if k not in ("epochs", "out")} == \
+           {k: v for k, v in b.items() if k not in ("epochs", "out")}    # the rest is a's
+    assert b["lr"] == 0.005 and b["hidden_size"] == 8 and b["n_train"] == 100
+    # a plain JSON mapping, dashes or underscores
+    (tmp_path / "c.json").write_text(json.dumps({"task": "reverse", "hidden-size": 12, "emb_size": 6,
+                                                 "n_train": 100, "n_valid": 20, "n_test": 20,
+                                                 "epochs": 1, "attention": "dot"}))
+    r = run(["train", "--config", "c.json", "--out", "c", "--layers", "2", "--quiet", "--threads", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    c = _train_section(tmp_path / "c" / "config.json")
+    assert (c["hidden_size"], c["emb_size"], c["attention"], c["layers"]) == (12, 6, "dot", 2)
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"hiden_size": 8}, "unknown key 'hiden_size' (not an option of 'minis2s train')"),
+    ({"hidden_size": "big"}, "hidden_size (--hidden-size): expected a positive integer, got 'big'"),
+    ({"attention": "bahdanau"}, "attention (--attention) must be one of general, dot, none, got 'bahdanau'"),
+    ({"quiet": "yes"}, "quiet must be true or false"),
+    ([1, 2], "expected a mapping of option names to values"),
+])
+def test_train_config_file_refuses_unknown_keys_and_bad_values(tmp_path, content, message):
+    (tmp_path / "bad.json").write_text(json.dumps(content))
+    r = run(["train", "--config", "bad.json", "--out", "never"], tmp_path)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
+
+
+def test_train_config_yaml_or_the_package_it_needs_and_never_with_resume(tmp_path):
+    (tmp_path / "c.yaml").write_text("task: reverse\nhidden-size: 10\nn_train: 100\nn_valid: 20\n"
+                                     "n_test: 20\nepochs: 1\nemb_size: 6\n")
+    r = run(["train", "--config", "c.yaml", "--out", "y", "--quiet", "--threads", "1"], tmp_path)
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        assert r.returncode == 2
+        assert "reading YAML needs PyYAML (pip install pyyaml)" in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert _train_section(tmp_path / "y" / "config.json")["hidden_size"] == 10
+    (tmp_path / "run").mkdir()
+    r = run(["train", "--resume", "run", "--config", "c.yaml"], tmp_path)
+    assert r.returncode == 2
+    assert "--resume continues with the run's own config; --config cannot be given with it" in r.stderr

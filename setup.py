@@ -20,6 +20,7 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis", "array-api-strict", "pytest-xdist"],
         "plot": ["matplotlib"],
+        "export": ["safetensors"],
         # CUDA 12; for CUDA 13 install cupy-cuda13x instead (see docs/backends.md).
         "gpu": ["cupy-cuda12x>=14.1"],
         "oracle": ["torch", "sacrebleu", "nltk"],

@@ -154,22 +154,29 @@ def torch_model(cfg: dict, weights: str | None = None, device: str = "cpu"):
 
     model = TorchSeq2Seq()
     if weights is not None:
-        w = np.load(weights, allow_pickle=False)
-        mapping = {"src_emb.weight": "encoder.embedding.weight",
-                   "tgt_emb.weight": "decoder.embedding.weight",
-                   "query.weight": "decoder.attention.query.weight",
-                   "combine.weight": "decoder.attention.combine.weight",
-                   "generator.weight": "decoder.output_layer.weight",
-                   "generator.bias": "decoder.output_layer.bias"}
-        for name, _ in model.encoder.named_parameters():
-            mapping[f"encoder.{name}"] = f"encoder.rnn.{name}"
-        for k in range(n_layers):
-            for part in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                mapping[f"cells.{k}.{part}"] = f"decoder.rnn.{part}_l{k}"
-        state = {ours: torch.from_numpy(np.ascontiguousarray(w[theirs]))
-                 for ours, theirs in mapping.items()}
-        model.load_state_dict(state, strict=True)
+        load_minis2s_weights(model, np.load(weights, allow_pickle=False), n_layers)
     return model.to(device)
+
+
+def load_minis2s_weights(model, weights, n_layers: int) -> None:
+    """Copy minis2s's parameters (``weights[name]``: arrays or tensors under minis2s's names,
+    e.g. an ``.npz`` or a safetensors file) into ``torch_model``'s model."""
+    import torch
+    mapping = {"src_emb.weight": "encoder.embedding.weight",
+               "tgt_emb.weight": "decoder.embedding.weight",
+               "query.weight": "decoder.attention.query.weight",
+               "combine.weight": "decoder.attention.combine.weight",
+               "generator.weight": "decoder.output_layer.weight",
+               "generator.bias": "decoder.output_layer.bias"}
+    for name, _ in model.encoder.named_parameters():
+        mapping[f"encoder.{name}"] = f"encoder.rnn.{name}"
+    for k in range(n_layers):
+        for part in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            mapping[f"cells.{k}.{part}"] = f"decoder.rnn.{part}_l{k}"
+    state = {ours: torch.as_tensor(np.ascontiguousarray(weights[theirs]))
+             if not isinstance(weights[theirs], torch.Tensor) else weights[theirs]
+             for ours, theirs in mapping.items()}
+    model.load_state_dict(state, strict=True)
 
 
 # ----------------------------------------------------------------------------- processes

@@ -1,4 +1,4 @@
-"""The ``minis2s`` command: train, translate, evaluate, plot, tasks, data (and ``lm``).
+"""The ``minis2s`` command: train, translate, evaluate, plot, tasks, data, export (and ``lm``).
 
 Every impossible setting is refused before any work starts, with one line on stderr and exit
 code 2; an interrupted training run exits with 130 (Ctrl-C, SIGINT) or 143 (SIGTERM) after saving
@@ -247,6 +247,13 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
         da.add_argument(f"--n-{split}", type=_positive_int, metavar="N",
                         help=f"{split} pairs (default: the task's; as for 'minis2s train')")
     da.set_defaults(func=cmd_data)
+
+    ex = sub.add_parser("export", help="write a trained model's weights as a safetensors file")
+    ex.add_argument("--model", required=True, metavar="DIR")
+    ex.add_argument("--out", required=True, metavar="FILE.safetensors")
+    ex.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                    help="the best validation epoch's weights or the last epoch's")
+    ex.set_defaults(func=cmd_export)
 
     try:
         from .lm.cli import add_lm_parser
@@ -552,6 +559,15 @@ def _symbols(texts, tokenizer: str, most: int = 12) -> str:
     return f"{tokenizer}, {len(tokens)} words: {shown}"
 
 
+def cmd_export(args) -> int:
+    from math import prod
+    from .export import export_safetensors
+    shapes = export_safetensors(args.model, args.out, args.checkpoint)
+    print(f"wrote {len(shapes)} tensors ({sum(prod(s) for s in shapes.values()):,} "
+          f"parameters) and the model's config to {args.out}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from .data.tasks import TASKS, make_task
     print("the built-in tasks; symbols and words as found in the default splits (seed 0)")
@@ -579,11 +595,12 @@ def cmd_data(args) -> int:
 # ------------------------------------------------------------------------ entry point
 def _expected_errors():
     from grad.backend import BackendError
+    from .export import ExportError
     from .checkpoint import CheckpointError
     from .data.parallel import DataError
     from .runs import RunInUseError
-    return (UsageError, DataError, CheckpointError, BackendError, RunInUseError, FileNotFoundError,
-            ValueError)
+    return (UsageError, ExportError, DataError, CheckpointError, BackendError, RunInUseError,
+            FileNotFoundError, ValueError)
 
 
 # Keys of a run's config.json "train" section that describe that run, not a new one.

@@ -329,3 +329,73 @@ def test_train_config_yaml_or_the_package_it_needs_and_never_with_resume(tmp_pat
     r = run(["train", "--resume", "run", "--config", "c.yaml"], tmp_path)
     assert r.returncode == 2
     assert "--resume continues with the run's own config; --config cannot be given with it" in r.stderr
+
+
+def test_export_writes_the_weights_and_config_as_safetensors(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="safetensors not installed")
+    import numpy as np
+    sys.path.insert(0, str(REPO))
+    from minis2s.checkpoint import load_checkpoint
+    r = run(["train", "--task", "reverse", "--epochs", "1", "--out", "run", *TINY], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run(["export", "--model", "run", "--out", "run.safetensors"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("wrote ") and "run.safetensors" in r.stdout
+    tensors = safetensors_numpy.load_file(str(tmp_path / "run.safetensors"))
+    best = load_checkpoint(tmp_path / "run" / "best.npz")["model"]
+    assert set(tensors) == set(best)
+    for name, value in best.items():
+        assert tensors[name].dtype == value.dtype and np.array_equal(tensors[name], value), name
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "run.safetensors"), framework="numpy") as f:
+        meta = f.metadata()
+    assert json.loads(meta["minis2s_config"]) == json.loads((tmp_path / "run" / "config.json").read_text())
+    r = run(["export", "--model", "nowhere", "--out", "x.safetensors"], tmp_path)
+    assert r.returncode == 2 and "nowhere" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_export_without_safetensors_names_the_package(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO))
+    import builtins
+    from minis2s import export
+    real_import = builtins.__import__
+
+    def no_safetensors(name, *args, **kwargs):
+        if name.startswith("safetensors"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_safetensors)
+    with pytest.raises(export.ExportError, match=r"pip install 'minis2s\[export\]'"):
+        export.export_safetensors(tmp_path, tmp_path / "x.safetensors")
+
+
+def test_exported_weights_load_into_the_pytorch_reference_with_the_same_loss(tmp_path):
+    """Oracle: 'minis2s export' writes a run, safetensors.torch reads the file, benchmarks/common.py
+    maps the names into its PyTorch model, and PyTorch's loss equals minis2s's on the same batch.
+    (reverse: the two vocabularies have one size, as the PyTorch reference has one V.)"""
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    st_torch = pytest.importorskip("safetensors.torch", reason="safetensors not installed")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    sys.path.insert(0, str(REPO))
+    import common
+    import minis2s
+    from grad import Tensor
+    r = run(["train", "--task", "reverse", "--epochs", "1", "--layers", "2", "--out", "run", *TINY], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run(["export", "--model", "run", "--out", "run.safetensors"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert config["src_vocab_size"] == config["tgt_vocab_size"]
+    cfg = dict(V=config["tgt_vocab_size"], E=config["emb_size"], H=config["hidden_size"],
+               L=config["num_layers"], B=4, S=7, T=6)
+    batch = common.make_batches(cfg, n_batches=1, seed=5)[0]
+    model = minis2s.load(tmp_path / "run").model
+    model.eval()                                           # no dropout, as the reference
+    ours = float(model.loss(Tensor(batch["src"]), batch["src_lengths"], Tensor(batch["tgt_in"]),
+                            Tensor(batch["tgt_out"])).item())
+    reference = common.torch_model(cfg)
+    common.load_minis2s_weights(reference, st_torch.load_file(str(tmp_path / "run.safetensors")), cfg["L"])
+    with torch.no_grad():
+        theirs = float(reference.loss(*(torch.from_numpy(batch[k]) for k in
+                                        ("src", "src_lengths", "tgt_in", "tgt_out"))))
+    assert theirs == pytest.approx(ours, rel=1e-5)

@@ -69,17 +69,19 @@ def test_lm_score_scores_blank_lines_as_the_empty_sentence(runs, kind, tmp_path,
     inp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert main(["lm", "score", "--model", str(runs / kind), "--input", str(inp)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == len(lines) + 1 and out[-1].startswith("total")
-    rows = [line.split("\t") for line in out[:-1]]
-    assert [r[3] for r in rows] == lines                            # aligned with the input
+    assert out[0] == "line\tlog-probability\ttokens\tperplexity\tsentence"
+    assert len(out) == len(lines) + 2 and out[-1].startswith("total")
+    rows = [line.split("\t") for line in out[1:-1]]
+    assert [r[4] for r in rows] == lines                            # aligned with the input
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
     empty = load_lm(runs / kind).score([""])[0]
     for i in (1, 3):
-        assert int(rows[i][1]) == 1                                 # one predicted token: </s>
-        assert float(rows[i][0]) == pytest.approx(empty[0], abs=1e-4)
-    assert int(out[-1].split("tokens ")[1].split()[0]) == sum(int(r[1]) for r in rows)
+        assert int(rows[i][2]) == 1                                 # one predicted token: </s>
+        assert float(rows[i][1]) == pytest.approx(empty[0], abs=1e-4)
+    assert int(out[-1].split("\t")[2]) == sum(int(r[2]) for r in rows)
     assert main(["lm", "score", "--model", str(runs / kind), "--input", str(inp), "--rank"]) == 0
     ranked = capsys.readouterr().out.splitlines()
-    assert sorted(r.split("\t", 2)[2] for r in ranked) == sorted(lines)
+    assert sorted(r.split("\t")[4] for r in ranked[1:-1]) == sorted(lines)
 
 
 # ----------------------------------------------------------------------------- bad bytes

@@ -141,7 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--patience", type=_positive_int, metavar="P", help="early stopping after P epochs without improvement")
     opt.add_argument("--label-smoothing", type=_unit_open_float, default=d.label_smoothing)
     opt.add_argument("--tf-ratio", type=_unit_float, default=d.tf_ratio,
-                     help="teacher-forcing ratio: 1.0 always feeds the reference")
+                     help="teacher-forcing ratio (the starting one under --tf-schedule): 1.0 always "
+                          "feeds the reference")
+    opt.add_argument("--tf-schedule", choices=["constant", "linear", "exponential", "inverse-sigmoid"],
+                     default=d.tf_schedule, help="scheduled sampling: decay the ratio by epoch")
+    opt.add_argument("--tf-decay", type=float, metavar="D",
+                     help="linear: subtracted per epoch (0.1); exponential: factor per epoch (0.8); "
+                          "inverse-sigmoid: k >= 1 (5)")
+    opt.add_argument("--tf-min", type=_unit_float, default=d.tf_min, help="floor of the decayed ratio")
     opt.add_argument("--max-grad-norm", type=_positive_float, default=d.max_grad_norm)
     opt.add_argument("--nan-policy", choices=["stop", "skip"], default=d.nan_policy)
     opt.add_argument("--select-metric", choices=["loss", "exact_match", "bleu"], default=d.select_metric)
@@ -214,6 +221,7 @@ def _use_device(device: str) -> None:
 
 
 def _train_config(args):
+    from .tf_schedule import check_tf_schedule
     from .train import TrainConfig
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -244,6 +252,7 @@ def _train_config(args):
         raise UsageError(f"--hidden-size must be even (the encoder has two directions), got {args.hidden_size}")
     if has_files:
         values["task"] = None
+    check_tf_schedule(args.tf_schedule, args.tf_ratio, args.tf_decay, args.tf_min)
     return TrainConfig(**values)
 
 

@@ -78,11 +78,11 @@ def run_one(task: str, sizes: dict, model: dict, variant: dict, seed: int, workd
     out = workdir / f"{task}-{seed}-{abs(hash(json.dumps(variant, sort_keys=True)))}"
     cfg = TrainConfig(task=task, epochs=epochs, seed=seed, out=str(out), quiet=True, **sizes,
                       **model, **variant)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     result = fit(cfg, log=lambda m: None)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     curves = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    return {"seconds": round(seconds, 2),
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
             "curves": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
                         "valid_loss": r["valid_loss"], "valid_exact_match": r["valid_exact_match"],
                         "valid_token_acc": r["valid_token_acc"]} for r in curves],
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
         from grad import backend
         backend.tune_host_allocator()
         protocol = TINY if args.tiny else PROTOCOL
-        runs, start = [], time.perf_counter()
+        runs, start, cpu_start = [], time.perf_counter(), time.process_time()
         with tempfile.TemporaryDirectory() as tmp:
             for task, sizes in protocol["tasks"].items():
                 for variant, settings in protocol["variants"].items():
@@ -214,10 +214,12 @@ def main(argv=None) -> int:
                               f"({r['seconds']:.0f}s)", flush=True)
         data = {"protocol": protocol, "runs": runs, "summary": summarise(runs),
                 "total_seconds": round(time.perf_counter() - start, 1),
+                "total_cpu_seconds": round(time.process_time() - cpu_start, 1),
                 "machine": {"python": platform.python_version(), "processor": platform.machine(),
                             "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}}
         json_path.write_text(json.dumps(data, indent=1) + "\n")
-        print(f"wrote {json_path} ({data['total_seconds']:.0f}s in all)")
+        print(f"wrote {json_path} ({data['total_seconds']:.0f}s wall, "
+              f"{data['total_cpu_seconds']:.0f}s CPU in all)")
     print("\ntest exact match (%), mean ± sd over seeds [min-max]\n" + markdown_table(data))
     print("\ntest cross-entropy (nats per token), mean ± sd over seeds\n" + loss_table(data))
     for path in plot(data, images, prefix="ablation-tiny" if args.tiny else "ablation"):

@@ -2,7 +2,7 @@
 built-in tasks, three seeds each, under one fixed protocol (docs/concepts.md, "Measured
 ablations", states it and reads the results).
 
-    python benchmarks/ablations.py                       # the protocol below: about 20-30 min of one core
+    python benchmarks/ablations.py                       # the protocol below: about 10 min of one core
     python benchmarks/ablations.py --plot-only           # redraw the figures from the saved JSON
     python benchmarks/ablations.py --tiny --out DIR      # seconds: what the test suite runs
 
@@ -40,7 +40,7 @@ PROTOCOL = {
     "seeds": [0, 1, 2],      # the seed draws the task's data, the initial weights and the batches
     "tasks": {
         "reverse": {"n_train": 3000, "n_valid": 300, "n_test": 300, "epochs": 8},   # + test-long
-        "addition": {"n_train": 3000, "n_valid": 300, "n_test": 300, "epochs": 8},
+        "addition": {"n_train": 8000, "n_valid": 300, "n_test": 300, "epochs": 12},
         "dates": {"n_train": 2000, "n_valid": 300, "n_test": 300, "epochs": 5},
     },
     "variants": {            # name -> the settings that differ from the baseline

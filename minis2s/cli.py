@@ -1,4 +1,5 @@
-"""The ``minis2s`` command: train, translate, evaluate, plot, tasks, data (and ``lm``, ``exercise``).
+"""The ``minis2s`` command: train, translate, evaluate, plot, tasks, data (and ``lm``, ``exercise``,
+``figures``).
 
 Every impossible setting is refused before any work starts, with one line on stderr and exit
 code 2; an interrupted training run exits with 130 (Ctrl-C, SIGINT) or 143 (SIGTERM) after saving
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_lm_parser(sub)
     from .exercises.runner import add_exercise_parser      # minis2s exercise list | show | check
     add_exercise_parser(sub)
+    from .figures import add_figures_parser                # minis2s figures (docs/images)
+    add_figures_parser(sub)
     return p
 
 

@@ -92,3 +92,18 @@ def test_the_command_line_refuses_a_bad_schedule_with_exit_2_before_any_work(tmp
     assert r.stderr.strip() == ("minis2s: error: --tf-decay for the exponential schedule must be "
                                 "in (0, 1) (factor per epoch), got 1.5")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_hand_edited_schedule_in_a_run_directory_is_refused_on_resume_naming_the_file(tmp_path, capsys):
+    from minis2s.cli import main
+    run = tmp_path / "run"
+    fit(TrainConfig(task="dates", n_train=60, n_valid=10, n_test=10, emb_size=8, hidden_size=16,
+                    epochs=1, quiet=True, valid_decode_limit=5, out=str(run)), log=lambda m: None)
+    config = json.loads((run / "config.json").read_text())
+    config["train"].update(tf_schedule="exponential", tf_decay=2.0)
+    (run / "config.json").write_text(json.dumps(config))
+    before = (run / "last.npz").read_bytes()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "--tf-decay for the exponential schedule must be in (0, 1)" in err
+    assert (run / "last.npz").read_bytes() == before

@@ -1,4 +1,5 @@
-"""The ``minis2s`` command: train, translate, evaluate, plot, tasks, data, export (and ``lm``).
+"""The ``minis2s`` command: train, translate, evaluate, plot, tasks, data, export (and ``lm``,
+``exercise``, ``figures``).
 
 Every impossible setting is refused before any work starts, with one line on stderr and exit
 code 2; an interrupted training run exits with 130 (Ctrl-C, SIGINT) or 143 (SIGTERM) after saving
@@ -179,7 +180,14 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     opt.add_argument("--patience", type=_positive_int, metavar="P", help="early stopping after P epochs without improvement (default: none, train every epoch)")
     opt.add_argument("--label-smoothing", type=_unit_open_float, default=d.label_smoothing)
     opt.add_argument("--tf-ratio", type=_unit_float, default=d.tf_ratio,
-                     help="teacher-forcing ratio: 1.0 always feeds the reference")
+                     help="teacher-forcing ratio (the starting one under --tf-schedule): 1.0 always "
+                          "feeds the reference")
+    opt.add_argument("--tf-schedule", choices=["constant", "linear", "exponential", "inverse-sigmoid"],
+                     default=d.tf_schedule, help="scheduled sampling: decay the ratio by epoch")
+    opt.add_argument("--tf-decay", type=float, metavar="D",
+                     help="linear: subtracted per epoch (0.1); exponential: factor per epoch (0.8); "
+                          "inverse-sigmoid: k >= 1 (5)")
+    opt.add_argument("--tf-min", type=_unit_float, default=d.tf_min, help="floor of the decayed ratio")
     opt.add_argument("--max-grad-norm", type=_positive_float, default=d.max_grad_norm)
     opt.add_argument("--nan-policy", choices=["stop", "skip"], default=d.nan_policy)
     opt.add_argument("--select-metric", choices=["loss", "exact_match", "bleu"], default=d.select_metric)
@@ -261,6 +269,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
         add_lm_parser = None
     if add_lm_parser is not None:
         add_lm_parser(sub)
+    from .exercises.runner import add_exercise_parser      # minis2s exercise list | show | check
+    add_exercise_parser(sub)
+    from .figures import add_figures_parser                # minis2s figures (docs/images)
+    add_figures_parser(sub)
     return p
 
 
@@ -272,6 +284,7 @@ def _use_device(device: str) -> None:
 
 
 def _train_config(args):
+    from .tf_schedule import check_tf_schedule
     from .train import TrainConfig
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -304,6 +317,7 @@ def _train_config(args):
         values["task"] = None
     if args.resume and args.epochs is None:
         values["epochs"] = None          # the run's own total (minis2s.train.fit)
+    check_tf_schedule(args.tf_schedule, args.tf_ratio, args.tf_decay, args.tf_min)
     return TrainConfig(**values)
 
 

@@ -36,6 +36,7 @@ from .runs import prepare_data, Prepared
 from .validate import resume_config
 from .trainer_core import (RunDirectory, Trainer, TrainingError, default_run_dir,  # noqa: F401
                            trim_log as _trim_log)
+from .tf_schedule import tf_ratio_for_epoch
 
 
 @dataclass
@@ -71,6 +72,9 @@ class TrainConfig:
     patience: int | None = None
     label_smoothing: float = 0.0
     tf_ratio: float = 1.0
+    tf_schedule: str = "constant"          # minis2s.tf_schedule: how tf_ratio decays by epoch
+    tf_decay: float | None = None
+    tf_min: float = 0.0
     max_grad_norm: float = 5.0
     nan_policy: str = "stop"
     select_metric: str = "loss"
@@ -265,8 +269,8 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
     def loss_fn(batch):
         """Teacher-forced cross-entropy per target token of one batch (PAD excluded)."""
         src, sl, tin, tout = to_device(batch)
-        total = model.loss(src, sl, tin, tout, tf_ratio=cfg.tf_ratio, generator=tf_gen,
-                           label_smoothing=cfg.label_smoothing, reduction="sum")
+        total = model.loss(src, sl, tin, tout, tf_ratio=tf_ratio_for_epoch(cfg, trainer.engine.state.epoch),
+                           generator=tf_gen, label_smoothing=cfg.label_smoothing, reduction="sum")
         loss = total / float(batch.n_tokens)
         return loss, loss.item(), batch.n_tokens
 

@@ -177,6 +177,13 @@ def resume_config(config, path, fields) -> dict:
     for key, (ok, expected) in _TRAIN_CHECKS.items():
         if key in train:
             _check(ok(train[key]), path, f"train.{key}", train[key], expected)
+    if any(k in train for k in ("tf_schedule", "tf_decay", "tf_min")):   # minis2s.tf_schedule
+        from .tf_schedule import check_tf_schedule
+        try:
+            check_tf_schedule(train.get("tf_schedule", "constant"), train.get("tf_ratio", 1.0),
+                              train.get("tf_decay"), train.get("tf_min", 0.0))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: train: {exc}") from None
     return config
 
 

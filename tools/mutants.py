@@ -60,8 +60,10 @@ MUTANTS = [
            'return gates + F.linear(feed, w["w_feed"])                    # (B, 4H)',
            'return gates                                                   # (B, 4H)', SEQ2SEQ),
     Mutant("tf-ratio-not-passed", "minis2s/train.py",
-           "total = model.loss(src, sl, tin, tout, tf_ratio=cfg.tf_ratio, generator=tf_gen,",
-           "total = model.loss(src, sl, tin, tout, generator=tf_gen,", TRAIN),
+           "total = model.loss(src, sl, tin, tout, tf_ratio=tf_ratio_for_epoch(cfg, trainer.engine.state.epoch),\n"
+           "                           generator=tf_gen,",
+           "total = model.loss(src, sl, tin, tout,\n"
+           "                           generator=tf_gen,", TRAIN),
     Mutant("tf-generator-not-restored", "minis2s/train.py",          # nor saved: not handed over
            'generators={"dropout_generator": model.decoder.dropout_generator,\n'
            '                                  "tf_generator": tf_gen},',

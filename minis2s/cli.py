@@ -186,7 +186,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                      default=d.tf_schedule, help="scheduled sampling: decay the ratio by epoch")
     opt.add_argument("--tf-decay", type=float, metavar="D",
                      help="linear: subtracted per epoch (0.1); exponential: factor per epoch (0.8); "
-                          "inverse-sigmoid: k >= 1 (5)")
+                          "inverse-sigmoid: k >= 1 (5) (default: the schedule's value in brackets)")
     opt.add_argument("--tf-min", type=_unit_float, default=d.tf_min, help="floor of the decayed ratio")
     opt.add_argument("--max-grad-norm", type=_positive_float, default=d.max_grad_norm)
     opt.add_argument("--nan-policy", choices=["stop", "skip"], default=d.nan_policy)

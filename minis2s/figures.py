@@ -27,7 +27,7 @@ def add_figures_parser(sub) -> None:
                        description="Draw the figures of docs/concepts.md from the library.")
     f.add_argument("--out", default="docs/images", metavar="DIR", help="default: docs/images")
     f.add_argument("--only", nargs="+", choices=FIGURES, metavar="NAME",
-                   help=f"some of: {', '.join(FIGURES)}")
+                   help=f"some of: {', '.join(FIGURES)} (default: all)")
     f.add_argument("--tiny", action="store_true", help="small settings: seconds, for the tests")
     f.set_defaults(func=cmd_figures)
 

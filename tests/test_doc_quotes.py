@@ -9,7 +9,8 @@ Marking a quote
   stripped). A line that is just ``...`` marks an elision and is skipped.
 * right before an inline code span in the same line (``the line <!-- quote: grad/optim.py
   -->`p.data = p.data - update```; renders as just the span) marks that span: its text must occur
-  in one line of PATH.
+  in PATH, whitespace runs counting as one space (so a quote may cover a statement that wraps
+  lines); ``...`` inside the span elides up to 80 characters.
 
 Which quotes must be marked (the rule the last test enforces)
 -------------------------------------------------------------
@@ -39,7 +40,8 @@ _MARK_LINE = re.compile(r"^\s*<!--\s*quote:\s*(\S+)\s*-->\s*$")
 _INLINE = re.compile(r"<!--\s*quote:\s*(\S+)\s*-->\s*`([^`\n]+)`")
 _SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
-_THE_LINE = re.compile(r"\b(the line|the code(?: is exactly)?)\s*:?\s*$", re.IGNORECASE)
+_THE_LINE = re.compile(r"\b(the line|the code(?: is exactly| is that(?: last)? line,)?)\s*:?\s*$",
+                       re.IGNORECASE)
 SOURCE_DIRS = ("grad", "minis2s", "tools")
 
 
@@ -50,6 +52,20 @@ def markdown_files(root: Path = ROOT) -> list[Path]:
 @lru_cache(maxsize=None)
 def _source_lines(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+
+
+@lru_cache(maxsize=None)
+def _source_flat(path: Path) -> str:
+    """The file with every run of whitespace made one space (an inline quote may wrap lines)."""
+    return " ".join(path.read_text(encoding="utf-8").split())
+
+
+def span_occurs(span: str, flat: str) -> bool:
+    """An inline quote occurs in the flattened file; ``...`` inside it stands for up to 80
+    characters of elided code (``xp.mean(g_hat, ...)``)."""
+    parts = [" ".join(part.split()) for part in span.split("...")]
+    pattern = ".{0,80}?".join(re.escape(part) for part in parts)
+    return re.search(pattern, flat) is not None
 
 
 def source_files(root: Path = ROOT) -> list[Path]:
@@ -103,7 +119,7 @@ def stale_quotes(text: str, source: str, root: Path = ROOT) -> list[str]:
             path = root / rel
             if not path.is_file():
                 problems.append(f"{source}:{lineno}: quotes {rel}, which does not exist")
-            elif not occurs(span, _source_lines(path)):
+            elif not span_occurs(span, _source_flat(path)):
                 problems.append(f"{source}:{lineno}: not in {rel}: {span!r}")
     return problems
 
@@ -154,17 +170,20 @@ def test_every_source_quote_carries_a_marker():
 
 def test_the_checker_catches_stale_and_unmarked_quotes(tmp_path):
     (tmp_path / "grad").mkdir()
-    (tmp_path / "grad" / "m.py").write_text("def f(x):\n    return x * 2 + 1  # twice\n")
+    (tmp_path / "grad" / "m.py").write_text("def f(x):\n    return x * 2 + 1  # twice\n"
+                                            "y = g(a, axis=1,\n      keepdims=True) - 3\n")
     good = ("<!-- quote: grad/m.py -->\n\n```python\ndef f(x):\n    ...\n    return x * 2 + 1\n```\n"
-            "the line <!-- quote: grad/m.py -->`return x * 2 + 1`\n")
+            "the line <!-- quote: grad/m.py -->`return x * 2 + 1`\n"
+            "The code is that line, <!-- quote: grad/m.py -->`y = g(a, ...) - 3`\n")
     assert stale_quotes(good, "d.md", tmp_path) == []
     assert unmarked_quotes(good, "d.md", tmp_path) == []
     stale = ("<!-- quote: grad/m.py -->\n```text\nreturn x * 3\n```\n"
              "Breakpoint: the line <!-- quote: grad/m.py -->`return x - 1`\n"
+             "and <!-- quote: grad/m.py -->`y = g(a, ...) - 4`\n"
              "<!-- quote: grad/gone.py -->\n```\nx\n```\n")
     assert [p.split(": ", 1)[1] for p in stale_quotes(stale, "d.md", tmp_path)] == [
         "not in grad/m.py: 'return x * 3'", "quotes grad/gone.py, which does not exist",
-        "not in grad/m.py: 'return x - 1'"]
+        "not in grad/m.py: 'return x - 1'", "not in grad/m.py: 'y = g(a, ...) - 4'"]
     unmarked = ("```text\ndef f(x):\n    return x * 2 + 1\n```\n\n"
                 "```python\nreturn x * 2 + 1\n```\n"                  # executed: an example
                 "Breakpoint: the line `y = 3`; also `return x * 2 + 1  # twice`.\n"

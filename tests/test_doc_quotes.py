@@ -1,4 +1,5 @@
-"""Code the docs quote from the project's source still occurs in that source.
+"""Code the docs (README.md, docs/*.md, docs/ko/*.md) quote from the project's source still occurs
+in that source.
 
 Marking a quote
 ===============
@@ -46,7 +47,10 @@ SOURCE_DIRS = ("grad", "minis2s", "tools")
 
 
 def markdown_files(root: Path = ROOT) -> list[Path]:
-    return sorted(list((root / "docs").glob("*.md")) + list((root / "docs" / "ko").glob("*.md")))
+    """README.md, docs/*.md and docs/ko/*.md."""
+    readme = [root / "README.md"] if (root / "README.md").is_file() else []
+    docs = list((root / "docs").glob("*.md")) + list((root / "docs" / "ko").glob("*.md"))
+    return readme + sorted(docs)
 
 
 @lru_cache(maxsize=None)
@@ -131,7 +135,8 @@ def unmarked_quotes(text: str, source: str, root: Path = ROOT) -> list[str]:
     marked = {block.line for block, _ in marked_blocks(text, source)}
     problems = []
     for block in parse_markdown(text, source):
-        executed = block.lang in ("console", "output") or (block.lang == "python" and not block.not_run)
+        executed = (block.lang in ("console", "output")
+                    or (block.lang == "python" and not block.not_run))
         code = [line.strip() for line in block.code.splitlines() if line.strip()]
         if executed or block.line in marked or not code or max(map(len, code)) < 12:
             continue
@@ -148,7 +153,8 @@ def unmarked_quotes(text: str, source: str, root: Path = ROOT) -> list[str]:
             if span in quoted:
                 continue
             if _THE_LINE.search(before if before.strip() else previous):
-                problems.append(f"{source}:{lineno}: `{span}` follows 'the line' or 'the code' without a quote marker")
+                problems.append(f"{source}:{lineno}: `{span}` follows 'the line' or 'the code' "
+                                "without a quote marker")
         previous = line
     return problems
 
@@ -157,14 +163,16 @@ def unmarked_quotes(text: str, source: str, root: Path = ROOT) -> list[str]:
 def test_every_marked_quote_still_occurs_in_its_file():
     problems = []
     for path in markdown_files():
-        problems += stale_quotes(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
+        problems += stale_quotes(path.read_text(encoding="utf-8"),
+                                 path.relative_to(ROOT).as_posix())
     assert not problems, "stale quotes in the docs:\n" + "\n".join(problems)
 
 
 def test_every_source_quote_carries_a_marker():
     problems = []
     for path in markdown_files():
-        problems += unmarked_quotes(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
+        problems += unmarked_quotes(path.read_text(encoding="utf-8"),
+                                    path.relative_to(ROOT).as_posix())
     assert not problems, "unmarked source quotes in the docs:\n" + "\n".join(problems)
 
 

@@ -6,26 +6,24 @@ Marking a quote
 ``<!-- quote: PATH -->`` (PATH relative to the repository root, e.g. ``grad/functional.py``)
 
 * on its own line right above a fenced block (blank lines allowed between; above the
-  ``<!-- not-run -->`` marker if the block has one) marks the block: every
-  non-blank line of the block, stripped, must occur in PATH (as part of one of its lines, also
-  stripped). A line that is just ``...`` marks an elision and is skipped.
+  ``<!-- not-run -->`` marker if the block has one) marks the block: every non-blank line of the
+  block, stripped, must occur in PATH (as part of one of its lines, also stripped). A line that is just ``...`` marks an elision and is skipped.
 * right before an inline code span in the same line (``the line <!-- quote: grad/optim.py
   -->`p.data = p.data - update```; renders as just the span) marks that span: its text must occur
   in PATH, whitespace runs counting as one space (so a quote may cover a statement that wraps
   lines); ``...`` inside the span elides up to 80 characters.
 
-Which quotes must be marked (the rule the last test enforces)
--------------------------------------------------------------
+Which quotes must be marked (test_every_source_quote_carries_a_marker)
+----------------------------------------------------------------------
 * A fenced block that the docs test does not execute (any info string other than ``python``,
   ``console`` and ``output``, or a ``python`` block marked ``<!-- not-run -->``) whose non-blank
   lines, stripped, all occur in one project source file (a ``.py`` file under ``grad/``,
-  ``minis2s/`` or ``tools/``), and at least one of which is 12 characters or longer, is a source quote and must be
-  marked. (Executed blocks are examples, checked by running them.)
+  ``minis2s/`` or ``tools/``), and at least one of which is 12 characters or longer, is a source
+  quote and must be marked. (Executed blocks are examples, checked by running them.)
 * An inline code span right after the words "the line" (how the walkthrough names breakpoints)
   or "the code" / "The code:" / "the code is exactly" / "The code is that (last) line," (how the
-  derivations cite the backward) is
-  a quote and must be marked. Other inline spans (names, formulas, commands) are not quotes; a
-  writer may still mark one, and it is then checked.
+  derivations cite the backward) is a quote and must be marked. Other inline spans (names,
+  formulas, commands) are not quotes; a writer may still mark one, and it is then checked.
 """
 from __future__ import annotations
 

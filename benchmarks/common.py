@@ -179,6 +179,44 @@ def load_minis2s_weights(model, weights, n_layers: int) -> None:
     model.load_state_dict(state, strict=True)
 
 
+# ----------------------------------------------------------------------------- one training step
+def minis2s_batches(cfg: dict) -> list[tuple]:
+    """``make_batches(cfg)`` as minis2s tensors: (src, src_lengths, tgt_in, tgt_out)."""
+    from grad import backend as B
+    from grad.tensor import Tensor
+    return [(Tensor(B.from_numpy(d["src"])), B.from_numpy(d["src_lengths"]),
+             Tensor(B.from_numpy(d["tgt_in"])), Tensor(B.from_numpy(d["tgt_out"])))
+            for d in make_batches(cfg)]
+
+
+def minis2s_step(model, params, optimizer, batch):
+    """One minis2s training step (loss, backward, clip at 5, optimizer step); returns the loss."""
+    from grad.nn.utils import clip_grad_norm_
+    loss = model.loss(*batch)
+    optimizer.zero_grad()
+    loss.backward()
+    clip_grad_norm_(params, 5.0)
+    optimizer.step()
+    return loss
+
+
+def torch_batches(cfg: dict, device: str = "cpu") -> list[tuple]:
+    import torch
+    return [tuple(torch.from_numpy(d[k]).to(device) for k in ("src", "src_lengths", "tgt_in", "tgt_out"))
+            for d in make_batches(cfg)]
+
+
+def torch_step(model, optimizer, batch):
+    """The same step in PyTorch, written as its users write it; returns the loss."""
+    import torch
+    loss = model.loss(*batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    return loss
+
+
 # ----------------------------------------------------------------------------- processes
 # Variables that change how a framework threads or waits (OpenMP, MKL, OpenBLAS thread counts,
 # wait policies, spin counts). A worker runs with none of them: each framework as its users run

@@ -35,10 +35,7 @@ TRAIN = ["train", "--task", "dates", "--n-train", "3000", "--n-valid", "200", "-
 
 def step_worker(threads: str) -> None:
     """Print the small config's median step time (seconds) and the thread choice as JSON."""
-    from grad import backend as B
-    from grad.nn.utils import clip_grad_norm_
     from grad.optim import Adam
-    from grad.tensor import Tensor
     from minis2s.threads import apply_threads
     cfg = common.CONFIGS["small"]
     choice = apply_threads(threads if threads == "auto" else int(threads), cfg["H"])
@@ -46,18 +43,11 @@ def step_worker(threads: str) -> None:
     model.train()
     params = list(model.parameters())
     optimizer = Adam(params, lr=1e-3)
-    batches = [(Tensor(B.from_numpy(d["src"])), B.from_numpy(d["src_lengths"]),
-                Tensor(B.from_numpy(d["tgt_in"])), Tensor(B.from_numpy(d["tgt_out"])))
-               for d in common.make_batches(cfg)]
+    batches = common.minis2s_batches(cfg)
     times = []
     for i in range(10):
-        src, sl, tin, tout = batches[i % len(batches)]
         t0 = time.perf_counter()
-        loss = model.loss(src, sl, tin, tout)
-        optimizer.zero_grad()
-        loss.backward()
-        clip_grad_norm_(params, 5.0)
-        optimizer.step()
+        common.minis2s_step(model, params, optimizer, batches[i % len(batches)])
         if i >= 2:
             times.append(time.perf_counter() - t0)
     print(json.dumps({"seconds": statistics.median(times), "blas_threads": choice["blas_threads"],

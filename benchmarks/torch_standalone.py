@@ -35,17 +35,11 @@ def main(argv=None) -> int:
     model = common.torch_model(cfg, weights)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = [tuple(torch.from_numpy(d[k]) for k in ("src", "src_lengths", "tgt_in", "tgt_out"))
-               for d in common.make_batches(cfg)]
+    batches = common.torch_batches(cfg)
     times = []
     for i in range(args.warmup + args.steps):
-        src, sl, tin, tout = batches[i % len(batches)]
         t0 = time.perf_counter()
-        loss = model.loss(src, sl, tin, tout)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        common.torch_step(model, optimizer, batches[i % len(batches)])
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     print(f"PyTorch {torch.__version__} standalone, config {args.config}, "

@@ -97,9 +97,7 @@ def time_gemm_floor(shapes, repeat: int = 7) -> float:
 def minis2s_worker(args) -> None:
     import grad                                  # noqa: F401
     from grad import backend as B
-    from grad.nn.utils import clip_grad_norm_
     from grad.optim import Adam
-    from grad.tensor import Tensor
     from minis2s.models import Seq2Seq           # noqa: F401
     if args.device == "cuda":
         B.use("cupy")
@@ -112,21 +110,14 @@ def minis2s_worker(args) -> None:
     model.train()
     params = list(model.parameters())
     optimizer = Adam(params, lr=1e-3)
-    batches = [(Tensor(B.from_numpy(d["src"])), B.from_numpy(d["src_lengths"]),
-                Tensor(B.from_numpy(d["tgt_in"])), Tensor(B.from_numpy(d["tgt_out"])))
-               for d in common.make_batches(cfg)]
+    batches = common.minis2s_batches(cfg)
     sync = (lambda: B.xp.cuda.Device().synchronize()) if args.device == "cuda" else (lambda: None)
     position = [0]
 
     def step():
-        src, sl, tin, tout = batches[position[0] % len(batches)]
+        batch = batches[position[0] % len(batches)]
         position[0] += 1
-        loss = model.loss(src, sl, tin, tout)
-        optimizer.zero_grad()
-        loss.backward()
-        clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        return loss
+        return common.minis2s_step(model, params, optimizer, batch)
 
     def run(n):
         times, losses = [], []
@@ -157,22 +148,17 @@ def torch_worker(args) -> None:
     model = common.torch_model(cfg, args.weights, device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = [tuple(torch.from_numpy(d[k]).to(device) for k in ("src", "src_lengths", "tgt_in", "tgt_out"))
-               for d in common.make_batches(cfg)]
+    batches = common.torch_batches(cfg, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     position = [0]
 
     def run(n):
         times, losses = [], []
         for _ in range(n):
-            src, sl, tin, tout = batches[position[0] % len(batches)]
+            batch = batches[position[0] % len(batches)]
             position[0] += 1
             t0 = time.perf_counter()
-            loss = model.loss(src, sl, tin, tout)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
+            loss = common.torch_step(model, optimizer, batch)
             sync()
             times.append(time.perf_counter() - t0)
             losses.append(float(loss.item()))

@@ -2,7 +2,7 @@
 
     python benchmarks/lstm_cell.py [--repeat 200]
 
-The composed cell (``grad.functional.lstm_cell_composed``) is the readable reference written with
+The composed cell (``grad.functional.lstm_cell_reference``) is the readable reference written with
 primitive ops; the fused cell (``grad.functional.lstm_cell``) is one node with a hand-written
 backward. Both compute the same numbers (tests/test_lstm.py checks 1e-10 in float64).
 """
@@ -53,7 +53,7 @@ def time_layer(fused, batch, n_in, n_hidden, steps, repeat):
             h = c = grad.zeros(batch, n_hidden)
             outs = []
             for t in range(steps):
-                h, c = F.lstm_cell_composed(x[:, t], h, c, lstm.weight_ih_l0, lstm.weight_hh_l0,
+                h, c = F.lstm_cell_reference(x[:, t], h, c, lstm.weight_ih_l0, lstm.weight_hh_l0,
                                             lstm.bias_ih_l0, lstm.bias_hh_l0)
                 outs.append(h)
             out = grad.stack(outs, dim=1)
@@ -69,7 +69,7 @@ def main():
     args = parser.parse_args()
     print(f"{'B':>4} {'in':>5} {'H':>5} {'composed (us)':>14} {'fused (us)':>11} {'speed-up':>9}")
     for batch, n_in, n_hidden in [(32, 32, 64), (64, 128, 256), (64, 256, 512)]:
-        composed = time_cell(F.lstm_cell_composed, batch, n_in, n_hidden, args.repeat)
+        composed = time_cell(F.lstm_cell_reference, batch, n_in, n_hidden, args.repeat)
         fused = time_cell(F.lstm_cell, batch, n_in, n_hidden, args.repeat)
         print(f"{batch:>4} {n_in:>5} {n_hidden:>5} {composed * 1e6:>14.1f} {fused * 1e6:>11.1f} "
               f"{composed / fused:>8.2f}x")

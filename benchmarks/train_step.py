@@ -33,7 +33,7 @@ def gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
     backward, in the shapes minis2s runs them. A linear map ``y = x W^T`` applied at ``steps``
     time steps to ``(m, k)`` rows costs, per step, ``x W^T`` and ``g W``; its weight gradient
     ``sum_t g_t^T x_t`` is one product with an inner dimension of ``steps * m`` (the factored
-    gradient of ``grad.tensor.MatmulGrad``), the fastest way to form the same sum."""
+    gradient of ``grad.accumulate.MatmulGrad``), the fastest way to form the same sum."""
     b, s, t, e, h, v, n_layers = (cfg[k] for k in ("B", "S", "T", "E", "H", "V", "L"))
     t = t - 1                                   # decoder steps: the target without its last token
     shapes = []

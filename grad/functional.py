@@ -6,10 +6,11 @@ formula is shorter, faster and numerically better (``softmax``, ``log_softmax``,
 ``cross_entropy``, ``linear``, ``embedding``). The tests check each fused function against a
 composed version of the same math.
 
-Where a fused function has its composed twin right above it, named as a pair
-(``layer_norm_reference`` / ``layer_norm``, ``scaled_dot_product_attention_reference`` /
-``scaled_dot_product_attention``), the fused one runs the twin instead inside
-``with grad.reference_mode():`` (``grad/modes.py``).
+Every fused function has its composed twin right above it, named as a pair
+(``cross_entropy_reference`` / ``cross_entropy``, ``lstm_step_reference`` / ``lstm_step``, ...),
+and is declared its fast twin with ``@fused(reference=...)``: inside ``with
+grad.reference_mode():`` the twin runs instead (``grad/modes.py``), so every op of the model is
+visible, and every gradient is a plain dense array.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import math
 
 from . import backend as B
 from . import ops
-from .modes import is_reference_mode
-from .tensor import MatmulGrad, OuterGrad, Tensor, as_tensor, make, saved_arrays_are_free
+from .accumulate import MatmulGrad, OuterGrad
+from .modes import fused
+from .tensor import Tensor, as_tensor, make
 
 
 def _dim(dim, axis, ndim: int) -> int:
@@ -26,7 +28,21 @@ def _dim(dim, axis, ndim: int) -> int:
     return ops._resolve_dim(dim, axis, default=-1) % ndim
 
 
+def _row_max(x: Tensor, d: int) -> Tensor:
+    """The maximum along ``d`` as a constant (no graph): subtracted before an exponential so that
+    it cannot overflow. Softmax does not depend on it, so it needs no gradient."""
+    return Tensor(B.xp.max(x.data, axis=d, keepdims=True))
+
+
 # =================================================================== softmax and log-softmax
+def softmax_reference(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+    """``exp(x - max) / sum(exp(x - max))`` along ``dim``, written with ops."""
+    d = _dim(dim, axis, x.ndim)
+    e = ops.exp(x - _row_max(x, d))
+    return e / ops.sum(e, d, keepdim=True)
+
+
+@fused(reference=softmax_reference)
 def softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``dim`` (default -1; ``axis`` is an alias), computed as
     ``exp(x - max)`` so that logits of any magnitude give no overflow.
@@ -43,6 +59,14 @@ def softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Te
     return make(y, (x,), backward, "softmax")
 
 
+def log_softmax_reference(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+    """``x - max - log(sum(exp(x - max)))`` along ``dim``, written with ops."""
+    d = _dim(dim, axis, x.ndim)
+    shifted = x - _row_max(x, d)
+    return shifted - ops.log(ops.sum(ops.exp(shifted), d, keepdim=True))
+
+
+@fused(reference=log_softmax_reference)
 def log_softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
     """``x - logsumexp(x)`` along ``dim`` (default -1; ``axis`` is an alias), stable for logits
     of magnitude 1e4.
@@ -95,6 +119,40 @@ def nll_loss(log_probs: Tensor, target: Tensor, ignore_index: int = -100,
     return _reduce(losses, xp.sum(mask), reduction)
 
 
+def _check_smoothing(label_smoothing: float) -> None:
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+
+
+def cross_entropy_reference(logits: Tensor, target: Tensor, ignore_index: int = -100,
+                            reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy as its definition: ``log_softmax``, then the negative log-likelihood
+    of the target (``nll_loss``). With label smoothing ``eps`` the target distribution is
+    ``q = (1 - eps) * onehot + eps / C``, so the loss of row n is
+    ``(1 - eps) * nll_n - eps * mean_c log p_nc``; rows whose target is ``ignore_index`` count
+    for nothing."""
+    _check_targets(logits.shape, target, "cross_entropy")
+    _check_smoothing(label_smoothing)
+    log_p = log_softmax(logits, dim=1)                                         # (N, C)
+    if not label_smoothing:
+        return nll_loss(log_p, target, ignore_index, reduction)
+    valid = B.xp.astype(target.data != ignore_index, logits.dtype)             # (N,) 0/1
+    nll = nll_loss(log_p, target, ignore_index, "none")                        # (N,)
+    uniform = ops.mean(log_p, 1) * Tensor(valid)                               # (N,) mean_c log p
+    losses = nll * (1.0 - label_smoothing) - uniform * label_smoothing         # (N,)
+    return _reduce(losses, B.xp.sum(valid), reduction)
+
+
+def _softmax_rows_(shifted):
+    """Softmax along axis 1 of logits already shifted by their row maximum, computed IN PLACE in
+    ``shifted``. Returns ``(p (N, C), row sums of exp (N, 1))``."""
+    p = B.exp_(shifted)                                                        # exp(shifted)
+    total = B.xp.sum(p, axis=1, keepdims=True)                                 # (N, 1)
+    p /= total
+    return p, total
+
+
+@fused(reference=cross_entropy_reference)
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross-entropy, fused: ``log_softmax`` and ``nll_loss`` in one node.
@@ -103,30 +161,27 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
     and the loss of row n is ``-sum_c q_c log p_c``. The gradient with respect to the logits is
     simply ``p - q`` per valid row (times the reduction's scale): the reason this pair is fused.
 
-    ``logits``: ``(N, C)``; ``target``: ``(N,)``. Equals ``nll_loss(log_softmax(logits), target)``
-    when ``label_smoothing == 0`` (tested).
+    ``logits``: ``(N, C)``; ``target``: ``(N,)``. Equals ``cross_entropy_reference`` (tested).
 
     The (N, C) arrays are the largest of a seq2seq training step (N = B * T target tokens, C the
     vocabulary), so this node makes only one of them: ``p`` (the softmax, kept for backward; the
     log-probabilities it needs are taken from the shifted logits before the exponential). The
     rest is done in place (``backend.exp_``, ``backend.add_at_columns``), and backward turns
-    ``p`` itself into the gradient unless the graph is retained for another backward.
+    ``p`` itself into the gradient. A second backward through a retained graph finds ``p`` used
+    up and computes it again from the logits.
     """
     xp = B.xp
     _check_targets(logits.shape, target, "cross_entropy")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    _check_smoothing(label_smoothing)
     x, t = logits.data, target.data
     n_classes = x.shape[1]
     valid = t != ignore_index                                                  # (N,)
     safe = xp.where(valid, t, B.full((), 0, like=t))                           # any in-range class
     mask = xp.astype(valid, x.dtype)                                           # (N,)
-    p = x - xp.max(x, axis=1, keepdims=True)                                   # (N, C) shifted logits
-    picked = xp.reshape(xp.take_along_axis(p, xp.reshape(safe, (-1, 1)), axis=1), (-1,))  # (N,)
-    shifted_sum = xp.sum(p, axis=1) if label_smoothing else None               # (N,)
-    p = B.exp_(p)                                                              # exp(shifted)
-    total = xp.sum(p, axis=1, keepdims=True)                                   # (N, 1)
-    p /= total                                                                 # softmax, in place
+    shifted = x - xp.max(x, axis=1, keepdims=True)                             # (N, C)
+    picked = xp.reshape(xp.take_along_axis(shifted, xp.reshape(safe, (-1, 1)), axis=1), (-1,))  # (N,)
+    shifted_sum = xp.sum(shifted, axis=1) if label_smoothing else None         # (N,)
+    p, total = _softmax_rows_(shifted)                                         # (N, C), in place
     log_z = xp.log(total[:, 0])                                                # (N,)
     losses = -(1.0 - label_smoothing) * (picked - log_z)                       # -log p_target
     if label_smoothing:                                   # sum_c log p_c = sum_c shifted - C log Z
@@ -143,12 +198,12 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
     def backward(g):
+        nonlocal p
         scale = g * mask if reduction != "mean" else (g / count) * mask        # (N,) per row
-        if saved_arrays_are_free():       # the graph is freed after this sweep: reuse p's buffer
-            dlogits = p
-            dlogits *= xp.reshape(scale, (-1, 1))
-        else:
-            dlogits = p * xp.reshape(scale, (-1, 1))                           # scale * p
+        if p is None:                     # used up by an earlier backward: compute it again
+            p, _ = _softmax_rows_(x - xp.max(x, axis=1, keepdims=True))
+        dlogits, p = p, None                                  # p's buffer becomes the gradient
+        dlogits *= xp.reshape(scale, (-1, 1))                                  # scale * p
         if label_smoothing:
             dlogits -= xp.reshape((label_smoothing / n_classes) * scale, (-1, 1))
         return (B.add_at_columns(dlogits, safe, -(1.0 - label_smoothing) * scale),)  # scale * (p - q)
@@ -156,6 +211,13 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
 
 
 # ============================================================================ layers' math
+def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight^T + bias`` written with ops; every gradient a plain dense array."""
+    y = ops.matmul(x, ops.transpose(weight, 0, 1))                  # (..., out)
+    return y if bias is None else y + bias
+
+
+@fused(reference=linear_reference)
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight^T + bias`` in one node. ``x``: ``(..., in)``, ``weight``: ``(out, in)``,
     ``bias``: ``(out,)``; returns ``(..., out)``.
@@ -163,7 +225,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     Backward: ``dx = g W``, ``dW = g^T x`` and ``db = sum(g)`` over all leading dims. Leading
     dims are flattened first, so each product is ONE 2-D matrix product (a stacked 3-D matmul
     would run one small product per leading index, far slower). ``dW`` is returned factored
-    (``MatmulGrad``): a weight used at every step of a loop gets its T gradients summed as one
+    (``grad.accumulate.MatmulGrad``): a weight used at every step of a loop gets its T gradients summed as one
     product with an inner dimension of T * B at the end of the sweep, instead of T small ones.
     """
     xp = B.xp
@@ -240,27 +302,31 @@ def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
 
 
 # ============================================================================ LSTM cell
-def lstm_cell_composed(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
-                       b_ih: Tensor | None = None, b_hh: Tensor | None = None):
-    """One LSTM step written with primitive ops: the readable reference.
+def lstm_step_reference(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None) -> Tensor:
+    """One LSTM step on the packed state written with primitive ops: the readable twin of
+    ``lstm_step`` (same arguments, same result)::
 
-    ``x``: ``(B, in)``; ``h``, ``c``: ``(B, H)``; ``w_ih``: ``(4H, in)``; ``w_hh``: ``(4H, H)``;
-    gate blocks in PyTorch's order i, f, g, o::
-
-        i = sigmoid(z_i)   f = sigmoid(z_f)   g = tanh(z_g)   o = sigmoid(z_o)
-        c' = f * c + i * g
-        h' = o * tanh(c')
-
-    Returns ``(h', c')``. Autograd differentiates it op by op.
+        h, c = state[:, :H], state[:, H:]
+        z = x_gates + h W_hh^T                   four gate blocks in PyTorch's order i, f, g, o
+        c' = sigmoid(z_f) * c + sigmoid(z_i) * tanh(z_g)
+        h' = sigmoid(z_o) * tanh(c')
+        state' = [h' | c'], or the old state on rows whose mask is 0 (padding)
     """
-    z = linear(x, w_ih, b_ih) + linear(h, w_hh, b_hh)               # (B, 4H)
-    zi, zf, zg, zo = ops.split(z, h.shape[-1], dim=1)                 # 4 x (B, H)
+    n_hidden = w_hh.shape[1]
+    h, c = state[:, :n_hidden], state[:, n_hidden:]                   # (B, H) each
+    z = x_gates + linear(h, w_hh)                                     # (B, 4H)
+    zi, zf, zg, zo = ops.split(z, n_hidden, dim=1)                    # 4 x (B, H)
     i, f, g, o = ops.sigmoid(zi), ops.sigmoid(zf), ops.tanh(zg), ops.sigmoid(zo)
     c_new = f * c + i * g
     h_new = o * ops.tanh(c_new)
-    return h_new, c_new
+    new_state = ops.cat([h_new, c_new], dim=1)                        # (B, 2H) = [h' | c']
+    if mask is None:
+        return new_state
+    m = mask.data if isinstance(mask, Tensor) else mask               # (B, 1) of 0/1
+    return ops.where(m < 0.5, state, new_state)                       # padding keeps its state
 
 
+@fused(reference=lstm_step_reference)
 def lstm_step(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None) -> Tensor:
     """One fused LSTM step on a packed state: a single graph node with a hand-written backward.
 
@@ -325,9 +391,31 @@ def lstm_step(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None) -> Tensor
     return make(out, (x_gates, state, w_hh), backward, "lstm_step")
 
 
+def lstm_cell_reference(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+                        b_ih: Tensor | None = None, b_hh: Tensor | None = None):
+    """One LSTM step written with primitive ops: the readable twin of ``lstm_cell``.
+
+    ``x``: ``(B, in)``; ``h``, ``c``: ``(B, H)``; ``w_ih``: ``(4H, in)``; ``w_hh``: ``(4H, H)``;
+    gate blocks in PyTorch's order i, f, g, o::
+
+        i = sigmoid(z_i)   f = sigmoid(z_f)   g = tanh(z_g)   o = sigmoid(z_o)
+        c' = f * c + i * g
+        h' = o * tanh(c')
+
+    Returns ``(h', c')``. Autograd differentiates it op by op.
+    """
+    z = linear(x, w_ih, b_ih) + linear(h, w_hh, b_hh)               # (B, 4H)
+    zi, zf, zg, zo = ops.split(z, h.shape[-1], dim=1)                 # 4 x (B, H)
+    i, f, g, o = ops.sigmoid(zi), ops.sigmoid(zf), ops.tanh(zg), ops.sigmoid(zo)
+    c_new = f * c + i * g
+    h_new = o * ops.tanh(c_new)
+    return h_new, c_new
+
+
+@fused(reference=lstm_cell_reference)
 def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
               b_ih: Tensor | None = None, b_hh: Tensor | None = None):
-    """One LSTM step on the fused path (same math and signature as ``lstm_cell_composed``):
+    """One LSTM step on the fused path (same math and signature as ``lstm_cell_reference``):
     the input projection, then ``lstm_step``. Returns ``(h', c')``."""
     n_hidden = w_hh.shape[1]
     x_gates = linear(x, w_ih, b_ih)
@@ -338,13 +426,33 @@ def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
 
 
 # ============================================================================ attention
+def attention_lookup_reference(query: Tensor, memory: Tensor, pad_mask=None):
+    """Dot-product attention for one decoder step, written with ops: the readable twin of
+    ``attention_lookup`` (same arguments, same results)::
+
+        scores  = bmm(q, memory^T)      (B, 1, S)   how well the query matches each source vector
+        scores  = -inf at padding                   so that padding gets exactly zero weight
+        a       = softmax(scores)       (B, 1, S)   the attention weights, summing to 1
+        context = bmm(a, memory)        (B, 1, H)   the weighted sum of the source vectors
+    """
+    batch, n_hidden = query.shape
+    scores = ops.bmm(ops.reshape(query, (batch, 1, n_hidden)),
+                     ops.transpose(memory, 1, 2))                      # (B, 1, S)
+    if pad_mask is not None:
+        scores = ops.masked_fill(scores, pad_mask[:, None, :], float("-inf"))
+    weights = softmax(scores, dim=-1)                                  # (B, 1, S)
+    context = ops.reshape(ops.bmm(weights, memory), (batch, n_hidden))  # (B, H)
+    return context, Tensor(B.xp.reshape(weights.data, (batch, memory.shape[1])))  # no gradient
+
+
+@fused(reference=attention_lookup_reference)
 def attention_lookup(query: Tensor, memory: Tensor, pad_mask=None):
     """Dot-product attention for one decoder step, fused into one node.
 
     ``query``: ``(B, H)``; ``memory``: ``(B, S, H)`` (keys and values); ``pad_mask``: ``(B, S)``
     bool, True where the source is padding. Returns ``(context (B, H), weights (B, S))``; the
-    weights are returned without gradient (they are for looking at). Same math as the composed
-    version in ``minis2s.models.attention.LuongAttention`` (``fused=False``)::
+    weights are returned without gradient (they are for looking at). Same math as
+    ``attention_lookup_reference``::
 
         scores = memory q          a = softmax(scores) (0 at padding)        context = a^T memory
 
@@ -353,7 +461,7 @@ def attention_lookup(query: Tensor, memory: Tensor, pad_mask=None):
         ga = memory gc             gs = a * (ga - sum(a * ga))      (softmax's Jacobian)
         dq = gs^T memory           dmemory = a (x) gc + gs (x) q     (two outer products per row)
 
-    ``dmemory`` is returned as an ``OuterGrad``: the decoder's T steps add up to ONE batched
+    ``dmemory`` is returned as a ``grad.accumulate.OuterGrad``: the decoder's T steps add up to ONE batched
     matrix product instead of T products with an inner dimension of 1.
     """
     xp = B.xp
@@ -422,6 +530,7 @@ def layer_norm_reference(x: Tensor, normalized_shape, weight: Tensor | None = No
     return y
 
 
+@fused(reference=layer_norm_reference)
 def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
                bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Layer normalisation in one node (PyTorch's ``layer_norm``); same math as
@@ -435,8 +544,6 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         dx = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))
         dweight = sum over the leading dims of g * x_hat         dbias = sum of g
     """
-    if is_reference_mode():
-        return layer_norm_reference(x, normalized_shape, weight, bias, eps)
     xp = B.xp
     shape = _normalized_shape(x, normalized_shape, weight, bias)
     dims = tuple(range(x.ndim - len(shape), x.ndim))                    # the normalised dims
@@ -540,6 +647,7 @@ def scaled_dot_product_attention_reference(query: Tensor, key: Tensor, value: Te
     return (output, weights) if need_weights else output
 
 
+@fused(reference=scaled_dot_product_attention_reference)
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None,
                                  dropout_p: float = 0.0, is_causal: bool = False,
                                  scale: float | None = None, *, generator=None,
@@ -569,10 +677,6 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         dS = P * (dPd * D - sum(P * dPd * D))    (the softmax Jacobian, row by row)
         dquery = dS key * scale                  dkey = dS^T query * scale      dmask = dS
     """
-    if is_reference_mode():
-        return scaled_dot_product_attention_reference(
-            query, key, value, attn_mask, dropout_p, is_causal, scale, generator=generator,
-            need_weights=need_weights)
     xp = B.xp
     allowed, additive, scale = _attention_inputs(query, key, value, attn_mask, is_causal, scale)
     q, k, v = query.data, key.data, value.data

@@ -13,7 +13,9 @@ import math
 from collections import namedtuple
 
 from . import backend as B
-from .tensor import SliceGrad, Tensor, as_tensor, make
+from .accumulate import SliceGrad
+from .modes import fused
+from .tensor import Tensor, as_tensor, make
 
 _NUMBER = (int, float)
 
@@ -300,6 +302,16 @@ def astype(x, dtype):
     return make(B.xp.astype(x.data, dtype), (x,), lambda g: (B.xp.astype(g, src),), "astype")
 
 
+def to(x, target) -> Tensor:
+    """``Tensor.to``: convert to a dtype (``"float64"``, ``grad.float64``; differentiable) or move
+    to a backend (``"numpy"``, ``"cupy"``, ``"array_api_strict"``: the array is copied through the
+    host into the namespace that is active after ``grad.backend.use(...)``)."""
+    if isinstance(target, str) and target in B.BACKENDS:
+        with B.use(target):
+            return Tensor(B.from_numpy(x.numpy()), requires_grad=x.requires_grad)
+    return astype(x, B.get_dtype(target))
+
+
 # =================================================================================== shapes
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -420,8 +432,25 @@ def _normalise_index(idx, ndim):
     return idx
 
 
+def getitem_reference(x, idx):
+    """``x[idx]`` with a dense gradient: zeros shaped like ``x``, with ``g`` where ``x`` was read."""
+    xp = B.xp
+    idx = _normalise_index(idx, x.ndim)
+    out = x.data[idx]
+    plain = tuple(i for i in idx if i is not None)     # the same selection without new axes
+    selected_shape = x.data[plain].shape if len(plain) != len(idx) else out.shape
+    like, shape = x.data, x.shape
+    def backward(g):
+        full = B.zeros(shape, like=like)
+        full[plain] = xp.reshape(g, selected_shape)
+        return (full,)
+    return make(out, (x,), backward, "getitem")
+
+
+@fused(reference=getitem_reference)
 def getitem(x, idx):
-    """Basic indexing and slicing: ``x[:, t]``, ``x[..., a:b]``, ``x[None]``."""
+    """Basic indexing and slicing: ``x[:, t]``, ``x[..., a:b]``, ``x[None]``. The gradient stays
+    sparse (``grad.accumulate.SliceGrad``: the slice and where it goes) until it is summed."""
     xp = B.xp
     idx = _normalise_index(idx, x.ndim)
     out = x.data[idx]
@@ -569,6 +598,9 @@ def _attach():
                      ("expand", expand), ("split", split), ("index_select", index_select),
                      ("gather", gather), ("masked_fill", masked_fill), ("pow", pow)]:
         setattr(T, name, fn)
+    T.to = to
+    T.float = lambda x: to(x, "float32")
+    T.double = lambda x: to(x, "float64")
     T.T = property(lambda x: transpose(x, -2, -1) if x.ndim >= 2 else x)
 
 

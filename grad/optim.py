@@ -6,6 +6,7 @@ State is kept per parameter *in parameter order* (a list, never a dict keyed by 
 from __future__ import annotations
 
 from . import backend as B
+from .modes import fused
 
 
 class Optimizer:
@@ -90,13 +91,46 @@ class SGD(Optimizer):
             p.data = p.data - lr * g
 
 
+def adam_update_reference(p, g, state: dict, lr: float, b1: float, b2: float, eps: float) -> None:
+    """One Adam update of the parameter ``p`` with gradient ``g``, written as the formulas: the
+    moments ``state["exp_avg"]``, ``state["exp_avg_sq"]`` become new arrays, ``t`` is
+    ``state["step"]``."""
+    xp = B.xp
+    t = state["step"]
+    m = b1 * state["exp_avg"] + (1.0 - b1) * g                   # first moment (mean of g)
+    v = b2 * state["exp_avg_sq"] + (1.0 - b2) * (g * g)         # second moment (mean of g^2)
+    m_hat = m / (1.0 - b1 ** t)                                  # bias corrections: m and v
+    v_hat = v / (1.0 - b2 ** t)                                  # start at 0
+    p.data = p.data - lr * m_hat / (xp.sqrt(v_hat) + eps)
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+
+
+@fused(reference=adam_update_reference)
+def adam_update(p, g, state: dict, lr: float, b1: float, b2: float, eps: float) -> None:
+    """The same update with the moments changed in place and fewer temporary arrays."""
+    xp = B.xp
+    t = state["step"]
+    m, v = state["exp_avg"], state["exp_avg_sq"]   # owned by the optimizer: in place
+    m *= b1
+    m += (1.0 - b1) * g
+    v *= b2
+    v += (1.0 - b2) * (g * g)
+    denom = xp.sqrt(v / (1.0 - b2 ** t))
+    denom += eps
+    update = m / denom
+    update *= lr / (1.0 - b1 ** t)
+    p.data = p.data - update              # out of place: p.data may be shared
+
+
 class Adam(Optimizer):
     """Adam (Kingma & Ba), as in PyTorch::
 
         m = b1 m + (1 - b1) g          v = b2 v + (1 - b2) g^2
         p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 
-    ``weight_decay`` adds ``wd * p`` to the gradient (L2 regularisation, not AdamW).
+    ``weight_decay`` adds ``wd * p`` to the gradient (L2 regularisation, not AdamW). Each
+    parameter's update is ``adam_update`` (in place; ``adam_update_reference`` under
+    ``grad.reference_mode()``).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -108,7 +142,6 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def step(self) -> None:
-        xp = B.xp
         group = self.param_groups[0]
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         for p, state in zip(self.params, self.state):
@@ -120,14 +153,4 @@ class Adam(Optimizer):
                 state["exp_avg"] = B.zeros(p.shape, like=p.data)
                 state["exp_avg_sq"] = B.zeros(p.shape, like=p.data)
             state["step"] += 1
-            t = state["step"]
-            m, v = state["exp_avg"], state["exp_avg_sq"]   # owned by the optimizer: in place
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            denom = xp.sqrt(v / (1.0 - b2 ** t))
-            denom += eps
-            update = m / denom
-            update *= lr / (1.0 - b1 ** t)
-            p.data = p.data - update              # out of place: p.data may be shared
+            adam_update(p, g, state, lr, b1, b2, eps)

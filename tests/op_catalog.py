@@ -643,7 +643,7 @@ def _np_lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
 
 
 op("lstm_cell", lstm_cell_case(), _np_lstm_cell, F.lstm_cell)
-op("lstm_cell_composed", lstm_cell_case(), _np_lstm_cell, F.lstm_cell_composed)
+op("lstm_cell_reference", lstm_cell_case(), _np_lstm_cell, F.lstm_cell_reference)
 
 
 @st.composite

@@ -79,7 +79,7 @@ def test_fused_cell_equals_composed_cell(backend, with_bias):
             inputs += [leaf((4 * n_hidden,), next(seeds)), leaf((4 * n_hidden,), next(seeds))]
         vh, vc = rand((n_batch, n_hidden), 50), rand((n_batch, n_hidden), 51)
         results = []
-        for fn in (F.lstm_cell, F.lstm_cell_composed):
+        for fn in (F.lstm_cell, F.lstm_cell_reference):
             for t in inputs:
                 t.grad = None
             h, c = fn(*inputs)

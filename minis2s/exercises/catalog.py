@@ -275,12 +275,12 @@ def _lstm_inputs(seed=11, batch=2, n_in=3, hidden=4):
 _LSTM_ORDER = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh")
 
 
-@exercise(10, "the LSTM cell, forward", "concepts.md 7, 8; grad/functional.py lstm_cell_composed",
+@exercise(10, "the LSTM cell, forward", "concepts.md 7, 8; grad/functional.py lstm_cell_reference",
           ["lstm_cell"], "h' = o * c' (the tanh of the new cell state forgotten)")
 def check_lstm_forward(student, report):
     from grad import functional as F
     inputs = _lstm_inputs()
-    h_new, c_new = F.lstm_cell_composed(*(_t(inputs[k]) for k in _LSTM_ORDER))
+    h_new, c_new = F.lstm_cell_reference(*(_t(inputs[k]) for k in _LSTM_ORDER))
     out = call(student, "lstm_cell", *(inputs[k] for k in _LSTM_ORDER))
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise CheckFailed("lstm_cell must return the pair (h_new, c_new)",
@@ -289,7 +289,7 @@ def check_lstm_forward(student, report):
             "c' = f c + i g; h' = o tanh(c')")
     expect_close("lstm_cell c_new", out[1], c_new.numpy(), hint)
     expect_close("lstm_cell h_new", out[0], h_new.numpy(), hint)
-    report.ok("lstm_cell matches grad.functional.lstm_cell_composed (h' and c')")
+    report.ok("lstm_cell matches grad.functional.lstm_cell_reference (h' and c')")
 
 
 @exercise(11, "the LSTM cell, backward", "derivations.md (the LSTM cell)",
@@ -300,7 +300,7 @@ def check_lstm_backward(student, report):
     arrays = [inputs[k] for k in _LSTM_ORDER]
     r = rng(12)
     gh, gc = r.normal(size=inputs["h"].shape), r.normal(size=inputs["c"].shape)
-    expected = library_vjp(lambda *ts: F.lstm_cell_composed(*ts), arrays, [gh, gc])
+    expected = library_vjp(lambda *ts: F.lstm_cell_reference(*ts), arrays, [gh, gc])
     got = call(student, "lstm_cell_backward", *arrays, gh, gc)
     names = ("dx", "dh", "dc", "dw_ih", "dw_hh", "db_ih", "db_hh")
     if not isinstance(got, (tuple, list)) or len(got) != 7:
@@ -314,7 +314,7 @@ def check_lstm_backward(student, report):
     n = inputs["h"].shape[1]
 
     def forward(*xs):
-        h_new, c_new = F.lstm_cell_composed(*(_t(a) for a in xs))
+        h_new, c_new = F.lstm_cell_reference(*(_t(a) for a in xs))
         return np.concatenate([h_new.numpy(), c_new.numpy()], axis=1)         # (B, 2H)
 
     gradcheck_student("lstm_cell_backward", forward,

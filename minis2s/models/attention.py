@@ -46,31 +46,22 @@ class LuongAttention(nn.Module):
         n = self.hidden_size
         return w[:, :n], w[:, n:]                                       # (H, H) each
 
-    def forward(self, h_t: Tensor, memory: Tensor, pad_mask=None, combine=None, fused: bool = True):
+    def forward(self, h_t: Tensor, memory: Tensor, pad_mask=None, combine=None):
         """``h_t``: ``(B, H)`` decoder state; ``memory``: ``(B, S, H)`` encoder outputs (keys and
         values); ``pad_mask``: ``(B, S)`` bool array, True at source padding.
 
         Returns ``(h_tilde (B, H), weights (B, S))``. ``combine`` optionally passes the split
         ``W_c`` from ``split_combine()`` (the decoder does, once per batch).
 
-        ``fused=False`` runs the composed reference written op by op below (read this one);
-        the default runs the same math as one node with a hand-written backward,
-        ``grad.functional.attention_lookup`` (tested equal, and faster).
+        The lookup is ``grad.functional.attention_lookup``, one node with a hand-written
+        backward; under ``grad.reference_mode()`` it runs ``attention_lookup_reference``, the same
+        math op by op (scores, padding masked, softmax, weighted sum: read that one).
         """
-        batch, n_hidden = h_t.shape
         q = self.query(h_t) if self.query is not None else h_t            # (B, H)
         w_ch, w_cc = combine if combine is not None else self.split_combine()
-        if fused:    # the same lookup as below, as one node (grad.functional.attention_lookup)
-            context, weights = F.attention_lookup(q, memory, pad_mask)     # (B, H), (B, S)
-            return ops.tanh(F.linear(h_t, w_ch) + F.linear(context, w_cc)), weights
-        scores = ops.bmm(ops.reshape(q, (batch, 1, n_hidden)),
-                         ops.transpose(memory, 1, 2))                      # (B, 1, S)
-        if pad_mask is not None:
-            scores = ops.masked_fill(scores, pad_mask[:, None, :], float("-inf"))
-        weights = F.softmax(scores, dim=-1)                                # (B, 1, S)
-        context = ops.reshape(ops.bmm(weights, memory), (batch, n_hidden))  # (B, H)
+        context, weights = F.attention_lookup(q, memory, pad_mask)     # (B, H), (B, S)
         h_tilde = ops.tanh(F.linear(h_t, w_ch) + F.linear(context, w_cc))  # (B, H)
-        return h_tilde, ops.reshape(weights, (batch, memory.shape[1]))
+        return h_tilde, weights
 
     def extra_repr(self) -> str:
         return f"{self.hidden_size}, kind={self.kind!r}"

@@ -1,6 +1,6 @@
 """Exercise 10: one step of an LSTM cell.
 
-docs/concepts.md sections 7 and 8; grad/functional.py lstm_cell_composed is the library's
+docs/concepts.md sections 7 and 8; grad/functional.py lstm_cell_reference is the library's
 version. PyTorch's layout: the gate blocks of W_ih (4H, in), W_hh (4H, H) and the biases (4H,)
 are in the order i, f, g, o:
 

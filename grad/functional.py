@@ -124,6 +124,15 @@ def _check_smoothing(label_smoothing: float) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
 
 
+def _softmax_rows_(shifted):
+    """Softmax along axis 1 of logits already shifted by their row maximum, computed IN PLACE in
+    ``shifted``. Returns ``(p (N, C), row sums of exp (N, 1))``."""
+    p = B.exp_(shifted)                                                        # exp(shifted)
+    total = B.xp.sum(p, axis=1, keepdims=True)                                 # (N, 1)
+    p /= total
+    return p, total
+
+
 def cross_entropy_reference(logits: Tensor, target: Tensor, ignore_index: int = -100,
                             reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross-entropy as its definition: ``log_softmax``, then the negative log-likelihood
@@ -141,15 +150,6 @@ def cross_entropy_reference(logits: Tensor, target: Tensor, ignore_index: int = 
     uniform = ops.mean(log_p, 1) * Tensor(valid)                               # (N,) mean_c log p
     losses = nll * (1.0 - label_smoothing) - uniform * label_smoothing         # (N,)
     return _reduce(losses, B.xp.sum(valid), reduction)
-
-
-def _softmax_rows_(shifted):
-    """Softmax along axis 1 of logits already shifted by their row maximum, computed IN PLACE in
-    ``shifted``. Returns ``(p (N, C), row sums of exp (N, 1))``."""
-    p = B.exp_(shifted)                                                        # exp(shifted)
-    total = B.xp.sum(p, axis=1, keepdims=True)                                 # (N, 1)
-    p /= total
-    return p, total
 
 
 @fused(reference=cross_entropy_reference)

@@ -6,9 +6,11 @@
     x.grad            # array([2., 4.], dtype=float32)
 
 Modules: ``grad.backend`` (NumPy / CuPy / array_api_strict), ``grad.tensor`` (Tensor, backward),
+``grad.accumulate`` (how the gradients sent to one tensor are summed),
 ``grad.ops`` (primitive ops), ``grad.functional`` (softmax, losses, embedding, dropout, LSTM
 cells, layer norm, attention), ``grad.nn`` (layers), ``grad.optim`` (SGD, Adam), ``grad.gradcheck``,
-``grad.modes`` (``grad.reference_mode()``: run the composed twins of the fused functions).
+``grad.modes`` (``grad.reference_mode()``: run the composed twins of the fused functions;
+``@fused(reference=...)`` declares a pair, ``grad.modes.fused_functions()`` lists them).
 """
 from . import backend
 from .backend import Generator, manual_seed

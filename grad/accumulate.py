@@ -17,7 +17,9 @@ with three economies:
   leaf never keeps an array another tensor may hold.
 
 Under ``grad.reference_mode()`` no op makes a factored or sparse gradient (their references
-return dense arrays) and ``accumulate`` runs ``accumulate_reference``.
+return dense arrays) and ``accumulate`` runs ``accumulate_reference``. On either path a node's
+gradients are kept until the node is visited; on the reference path they are all dense (the
+encoder outputs hold one array per decoder step until then), so it needs more memory.
 """
 from __future__ import annotations
 
@@ -136,8 +138,9 @@ def _new_buffer(g, dtype):
     if isinstance(g, _LAZY):
         g = g.dense()                                             # a new array already
         return g if g.dtype == dtype else xp.astype(g, dtype)
-    return xp.asarray(g if g.dtype == dtype else xp.astype(g, dtype), copy=True)  # an array even
-                                                                  # where an op made a NumPy scalar
+    if g.dtype != dtype:
+        g = xp.astype(g, dtype)
+    return xp.asarray(g, copy=True)              # an array even where an op made a NumPy scalar
 
 
 def _add_into(buffer, g) -> None:

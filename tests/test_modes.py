@@ -1,5 +1,8 @@
-"""``grad.reference_mode()``: the switch itself (nesting, restoring, decorator, exceptions) and
-that the fused functions really take their composed twins under it (the graph has no fused node)."""
+"""``grad.reference_mode()``: the switch itself (nesting, restoring, decorator, exceptions); the
+``@fused(reference=...)`` registry (every pair named ``x_reference`` / ``x``, the reference directly
+above); each reference against its fast twin (values and gradients to 1e-10 in float64, and
+gradcheck); and a traced training step that, in reference mode, enters no fast function and no
+accumulation bookkeeping, while outside it the fast twins do run."""
 import numpy as np
 import pytest
 

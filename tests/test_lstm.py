@@ -303,3 +303,49 @@ def test_lstm_with_initial_state_and_lengths_matches_torch_on_packed_sequences(b
         np.testing.assert_allclose(ours, theirs.detach().numpy(), **tol)
     for (name, p), (_, tp) in zip(gl.named_parameters(), tl.named_parameters()):
         np.testing.assert_allclose(host(p.grad), tp.grad.numpy(), err_msg=name, **tol)
+
+
+# ------------------------------------------------------------------------ the public step API
+@backends
+def test_cell_steps_reproduce_forward_over_a_sequence(backend):
+    """``layer_weights(k)`` and ``cell(k, x_t, (h, c))``, stepped layer by layer and time step by
+    time step (reverse direction backwards in time), give ``LSTM.forward``'s outputs, final
+    states and parameter gradients."""
+    with B.use(backend):
+        lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True,
+                       generator=grad.Generator(0), dtype="float64")
+        x = grad.tensor(rand((2, 5, 3), 7))                                # (B, T, in)
+        v = grad.tensor(rand((2, 5, 8), 8))                                # cotangent
+        out, (h_n, c_n) = lstm(x)
+        (out * v).sum().backward()
+        fused_grads = {n: host(p.grad) for n, p in lstm.named_parameters()}
+        lstm.zero_grad()
+
+        n_batch, n_steps = 2, 5
+        layer_input, finals = [x[:, t] for t in range(n_steps)], []
+        for k in range(2):
+            w_ih, w_hh, b_ih, b_hh = lstm.layer_weights(k)
+            assert w_ih is lstm.weight_ih_l0 if k == 0 else w_ih is lstm.weight_ih_l1
+            assert tuple(w_ih.shape) == (16, 3 if k == 0 else 8) and tuple(b_hh.shape) == (16,)
+            per_direction = []
+            for reverse in (False, True):
+                h = c = grad.zeros(n_batch, 4, dtype=grad.float64)
+                outs = [None] * n_steps
+                for t in (range(n_steps - 1, -1, -1) if reverse else range(n_steps)):
+                    h, c = lstm.cell(k, layer_input[t], (h, c), reverse=reverse)   # (B, H) each
+                    outs[t] = h
+                finals.append((h, c))
+                per_direction.append(outs)
+            layer_input = [grad.cat([f, r], dim=1) for f, r in zip(*per_direction)]   # (B, 2H)
+        stepped = grad.stack(layer_input, dim=1)                           # (B, T, 2H)
+        np.testing.assert_allclose(host(stepped.data), host(out.data), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(host(grad.stack([h for h, _ in finals]).data), host(h_n.data), atol=1e-12)
+        np.testing.assert_allclose(host(grad.stack([c for _, c in finals]).data), host(c_n.data), atol=1e-12)
+        (stepped * v).sum().backward()
+        for name, p in lstm.named_parameters():
+            np.testing.assert_allclose(host(p.grad), fused_grads[name], rtol=1e-9, atol=1e-12,
+                                       err_msg=name)
+        with pytest.raises(IndexError, match="layer 2 out of range"):
+            lstm.layer_weights(2)
+        with pytest.raises(ValueError, match="bidirectional"):
+            nn.LSTM(3, 4).layer_weights(0, reverse=True)

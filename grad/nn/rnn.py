@@ -97,12 +97,36 @@ class LSTM(Module):
     def _suffixes(self):
         return ("", "_reverse") if self.bidirectional else ("",)
 
-    def _weights(self, layer: int, suffix: str):
-        name = f"l{layer}{suffix}"
+    def layer_weights(self, k: int, reverse: bool = False):
+        """The parameters of layer ``k`` (its reverse direction with ``reverse=True``):
+        ``(w_ih (4H, in_k), w_hh (4H, H), b_ih (4H,), b_hh (4H,))``, the biases None without
+        ``bias``. The tensors themselves, not copies: gradients reach the parameters."""
+        if not 0 <= k < self.num_layers:
+            raise IndexError(f"layer {k} out of range for an LSTM of {self.num_layers} layer(s)")
+        if reverse and not self.bidirectional:
+            raise ValueError("reverse=True needs a bidirectional LSTM")
+        name = f"l{k}{'_reverse' if reverse else ''}"
         w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
         if not self.bias:
-            return w_ih, w_hh, None
-        return w_ih, w_hh, getattr(self, f"bias_ih_{name}") + getattr(self, f"bias_hh_{name}")
+            return w_ih, w_hh, None, None
+        return w_ih, w_hh, getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")
+
+    def cell(self, k: int, x_t: Tensor, state, reverse: bool = False):
+        """One time step of layer ``k``: ``x_t`` ``(B, in_k)`` and ``state = (h, c)`` ``(B, H)``
+        each -> the new ``(h, c)``. The same step ``forward`` takes at every position (without
+        dropout, which ``forward`` applies between layers)::
+
+            h, c = lstm.cell(0, x[:, t], (h, c))     # layer 0, time step t
+
+        Runs ``grad.functional.lstm_cell`` with this layer's weights."""
+        w_ih, w_hh, b_ih, b_hh = self.layer_weights(k, reverse)
+        h, c = state
+        return F.lstm_cell(x_t, h, c, w_ih, w_hh, b_ih, b_hh)                 # (B, H) each
+
+    def _weights(self, layer: int, suffix: str):
+        """``(w_ih, w_hh, b_ih + b_hh)``: the layer's input projection with one summed bias."""
+        w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, suffix == "_reverse")
+        return w_ih, w_hh, (None if b_ih is None else b_ih + b_hh)
 
     def forward(self, x, hx=None, lengths=None):
         xp = B.xp

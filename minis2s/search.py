@@ -1,8 +1,10 @@
 """Inference: greedy decoding and beam search.
 
 Both feed the model its *own* previous output (there is no reference at inference time) through
-``Decoder.step``, under ``no_grad`` (no graph is built). PAD and BOS are never produced: their
-log-probabilities are set to -inf before choosing.
+the decoder-step interface of ``minis2s.decoding`` (``model.init_decoding``,
+``model.decode_step``, ``state.reorder``), under ``no_grad`` (no graph is built), so they search
+any model that has those methods. PAD and BOS are never produced: their log-probabilities are set
+to -inf before choosing (``minis2s.decoding.forbid``).
 
 Both return ``Hypotheses(tokens, scores, attention)`` as host NumPy arrays; tokens exclude BOS,
 run up to and including EOS, and are PAD after it.
@@ -16,9 +18,11 @@ import numpy as np
 
 from grad import backend as B
 from grad import ops
+from grad.nn.utils import eval_mode
 from grad.tensor import Tensor, no_grad
 
-from .models.seq2seq import BOS, EOS, PAD, as_ids
+from .data.vocab import BOS, EOS, PAD
+from .decoding import forbid
 
 Hypotheses = namedtuple("Hypotheses", ["tokens", "scores", "attention"])
 
@@ -29,26 +33,17 @@ def length_penalty(length, alpha: float):
     return ((5.0 + np.asarray(length, dtype=np.float64)) / 6.0) ** alpha
 
 
-def _forbid(log_probs: Tensor, pad: int, bos: int):
-    """Log-probabilities ``(N, V)`` with PAD and BOS set to -inf (as a backend array)."""
-    xp = B.xp
-    vocab = log_probs.shape[1]
-    ids = B.arange(vocab, like=log_probs.data)
-    banned = (ids == pad) | (ids == bos)                                    # (V,)
-    return xp.where(banned[None, :], B.full((), float("-inf"), like=log_probs.data), log_probs.data)
+def _sizes(src):
+    """``(sentences, source length)`` of ``src`` (Tensor, array or nested lists)."""
+    shape = src.shape if hasattr(src, "shape") else np.shape(src)
+    return int(shape[0]), int(shape[1])
 
 
-class _Eval:
-    """Put a model in eval mode for a block and restore its mode afterwards."""
-
-    def __init__(self, model):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
+def _attention_host(a, n: int, n_src: int):
+    """Attention weights ``(n, S)`` as a host array (zeros when the model has none)."""
+    if a is None:
+        return np.zeros((n, n_src))
+    return B.to_numpy(a.data if isinstance(a, Tensor) else a)
 
 
 @no_grad()
@@ -61,25 +56,22 @@ def greedy(model, src, src_lengths, max_len: int = 50, bos: int = BOS, eos: int 
     ``(B, L, S)`` (zeros when the model has no attention).
     """
     xp = B.xp
-    with _Eval(model):
-        memory, pad_mask, states = model.encode(src, src_lengths)        # (B, S, H)
-        n, n_src = memory.shape[0], memory.shape[1]
-        w = model.decoder.weights()
-        y = Tensor(B.full((n,), bos, like=B.arange(1, like=memory.data)))  # (B,) int64
-        feed = Tensor(B.zeros((n, model.decoder.hidden_size), like=memory.data))
+    n, n_src = _sizes(src)
+    with eval_mode(model):
+        state = model.init_decoding(src, src_lengths)
+        y = Tensor(B.from_numpy(np.full(n, bos, dtype=np.int64)))         # (B,) int64
         done = np.zeros(n, dtype=bool)
         scores = np.zeros(n)
         tokens, attentions = [], []
         for _ in range(max_len):
-            log_probs, feed, a = model.decoder.step(y, feed, states, memory, pad_mask, w)
-            lp = _forbid(log_probs, pad, bos)                             # (B, V)
+            log_probs, state, a = model.decode_step(y, state)             # (B, V), (B, S)
+            lp = forbid(log_probs.data, (pad, bos))                       # (B, V)
             best = xp.argmax(lp, axis=1)                                  # (B,)
             best_lp = B.to_numpy(xp.take_along_axis(lp, xp.reshape(best, (-1, 1)), axis=1))[:, 0]
             host = B.to_numpy(best)
             scores += np.where(done, 0.0, best_lp)
             tokens.append(np.where(done, pad, host))
-            att = B.to_numpy(a.data) if a is not None else np.zeros((n, n_src))
-            attentions.append(np.where(done[:, None], 0.0, att))
+            attentions.append(np.where(done[:, None], 0.0, _attention_host(a, n, n_src)))
             done |= host == eos
             if done.all():
                 break
@@ -90,10 +82,13 @@ def greedy(model, src, src_lengths, max_len: int = 50, bos: int = BOS, eos: int 
 
 @no_grad()
 def _require_beam_memory(model, src, beam_size: int, max_len: int) -> None:
-    """Refuse a beam too wide for the memory available, before the ``B * K`` rows are made."""
+    """Refuse a beam too wide for the memory available, before the ``B * K`` rows are made
+    (for models that say their sizes the LSTM decoder's way)."""
     from .memory import beam_search_bytes, require
-    dec = model.decoder
-    n, n_src = int(src.shape[0]), int(src.shape[1])
+    dec = getattr(model, "decoder", None)
+    if not all(hasattr(dec, a) for a in ("hidden_size", "num_layers", "vocab_size")):
+        return
+    n, n_src = _sizes(src)
     require(beam_search_bytes(n, beam_size, n_src, dec.hidden_size, dec.num_layers, dec.vocab_size,
                               max_len),
             f"beam search with beam size {beam_size} over {n} sentence(s)")
@@ -127,16 +122,11 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
     xp = B.xp
     k = beam_size
     _require_beam_memory(model, src, k, max_len)
-    with _Eval(model):
-        memory, pad_mask, states = model.encode(src, src_lengths)
-        n, n_src = memory.shape[0], memory.shape[1]
-        rows = B.from_numpy(np.repeat(np.arange(n), k))                   # (B*K,) sentence of each row
-        memory = ops.index_select(memory, 0, rows)                        # (B*K, S, H)
-        pad_mask = xp.take(pad_mask, rows, axis=0)                        # (B*K, S)
-        states = [ops.index_select(s, 0, rows) for s in states]
-        w = model.decoder.weights()
+    n, n_src = _sizes(src)
+    with eval_mode(model):
+        state = model.init_decoding(src, src_lengths)
+        state = state.reorder(np.repeat(np.arange(n), k))                 # B*K rows, K per sentence
         y = Tensor(B.from_numpy(np.full(n * k, bos, dtype=np.int64)))
-        feed = Tensor(B.zeros((n * k, model.decoder.hidden_size), like=memory.data))
 
         scores = np.full((n, k), -np.inf)
         scores[:, 0] = 0.0                                                # one live beam to start
@@ -146,8 +136,8 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
         done = np.zeros(n, dtype=bool)
         max_penalty = _penalty(max_len, length_penalty)
         for t in range(max_len):
-            log_probs, feed, a = model.decoder.step(y, feed, states, memory, pad_mask, w)
-            lp = _forbid(log_probs, pad, bos)                             # (B*K, V)
+            log_probs, state, a = model.decode_step(y, state)             # (B*K, V), (B*K, S)
+            lp = forbid(log_probs.data, (pad, bos))                       # (B*K, V)
             vocab = lp.shape[1]
             total = Tensor(xp.astype(B.from_numpy(scores.reshape(-1, 1)), lp.dtype) + lp)  # (B*K, V)
             flat = ops.reshape(total, (n, k * vocab))                     # (B, K*V)
@@ -155,7 +145,7 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
             cand_scores = top.values.numpy().astype(np.float64)           # (B, 2K)
             cand = top.indices.numpy()
             origin, token = cand // vocab, cand % vocab                   # beam, token of each
-            att = B.to_numpy(a.data).reshape(n, k, n_src) if a is not None else np.zeros((n, k, n_src))
+            att = _attention_host(a, n * k, n_src).reshape(n, k, n_src)
 
             # 1. Candidates ending in EOS are copied out as finished hypotheses.
             is_eos = (token == eos) & np.isfinite(cand_scores) & ~done[:, None]   # (B, 2K)
@@ -179,9 +169,7 @@ def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
             if done.all():
                 break
             # 4. Reorder the decoder's state to follow the surviving beams.
-            flat_origin = B.from_numpy((np.arange(n)[:, None] * k + keep_origin).reshape(-1))
-            states = [ops.index_select(st, 0, flat_origin) for st in states]
-            feed = ops.index_select(feed, 0, flat_origin)
+            state = state.reorder((np.arange(n)[:, None] * k + keep_origin).reshape(-1))
             y = Tensor(B.from_numpy(keep_token.reshape(-1).astype(np.int64)))
 
     # Sentences that ran out of steps: their alive hypotheses count as finished.

@@ -57,8 +57,8 @@ TRAIN = ("tests/test_train.py",)
 MUTANTS = [
     # ---------------------------------------------------------------- the nine
     Mutant("input-feeding-off", "minis2s/models/decoder.py",
-           'return gates + F.linear(feed, w["w_feed"])                    # (B, 4H)',
-           'return gates                                                   # (B, 4H)', SEQ2SEQ),
+           'gates = gates + F.linear(feed, w["w_feed"])                   # (B, 4H)',
+           'gates = gates                                                  # (B, 4H)', SEQ2SEQ),
     Mutant("tf-ratio-not-passed", "minis2s/train.py",
            "total = model.loss(src, sl, tin, tout, tf_ratio=tf_ratio_for_epoch(cfg, trainer.engine.state.epoch),\n"
            "                           generator=tf_gen,",
@@ -117,9 +117,9 @@ MUTANTS = [
     Mutant("beam-penalty-length-off-by-one", "minis2s/search.py",
            "cand_scores / _penalty(t + 1, length_penalty)",
            "cand_scores / _penalty(t, length_penalty)", SEQ2SEQ),
-    Mutant("search-may-emit-bos", "minis2s/search.py",
-           "banned = (ids == pad) | (ids == bos)                                    # (V,)",
-           "banned = ids == pad                                                     # (V,)", SEQ2SEQ),
+    Mutant("search-may-emit-bos", "minis2s/decoding.py",
+           "banned = banned | (ids == token)                                   # (V,)",
+           "banned = banned                                                    # (V,)", SEQ2SEQ),
     # ---------------------------------------------------------------- metrics
     Mutant("bleu-brevity-penalty-inverted", "minis2s/metrics.py",
            "    elif c < r:\n", "    elif c > r:\n", ("tests/test_metrics.py",)),

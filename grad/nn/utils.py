@@ -1,4 +1,4 @@
-"""Utilities on parameters: gradient clipping."""
+"""Utilities on modules and parameters: gradient clipping, a block in eval mode."""
 from __future__ import annotations
 
 from .. import backend as B
@@ -32,3 +32,22 @@ def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
     for p in params:
         p.grad = p.grad * xp.astype(scale, p.grad.dtype)   # out of place: grads may be views
     return Tensor(norm)
+
+
+class eval_mode:
+    """``with eval_mode(model):`` runs the block with ``model`` in eval mode (no dropout) and
+    puts back the mode it had, training or not, even when the block raises (search, scoring,
+    validation and generation all use it)."""
+
+    def __init__(self, module):
+        self.module = module
+        self._was_training = []
+
+    def __enter__(self):
+        self._was_training.append(self.module.training)
+        self.module.eval()
+        return self.module
+
+    def __exit__(self, *exc_info):
+        self.module.train(self._was_training.pop())
+        return False

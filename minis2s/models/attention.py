@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from grad import functional as F
 from grad import nn, ops
+from grad.modes import is_reference_mode
 from grad.tensor import Tensor
 
 
@@ -55,11 +56,15 @@ class LuongAttention(nn.Module):
 
         The lookup is ``grad.functional.attention_lookup``, one node with a hand-written
         backward; under ``grad.reference_mode()`` it runs ``attention_lookup_reference``, the same
-        math op by op (scores, padding masked, softmax, weighted sum: read that one).
+        math op by op (scores, padding masked, softmax, weighted sum: read that one), and
+        ``h~`` is computed from the concatenation ``[h_t; context]`` as written, not from the
+        split ``W_c`` (the same numbers).
         """
         q = self.query(h_t) if self.query is not None else h_t            # (B, H)
-        w_ch, w_cc = combine if combine is not None else self.split_combine()
         context, weights = F.attention_lookup(q, memory, pad_mask)     # (B, H), (B, S)
+        if is_reference_mode():   # as written in the paper: one product with [h_t; context]
+            return ops.tanh(self.combine(ops.cat([h_t, context], dim=1))), weights  # (B, H)
+        w_ch, w_cc = combine if combine is not None else self.split_combine()
         h_tilde = ops.tanh(F.linear(h_t, w_ch) + F.linear(context, w_cc))  # (B, H)
         return h_tilde, weights
 

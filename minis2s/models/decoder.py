@@ -4,33 +4,46 @@ At step t the decoder reads the previous target token ``y_{t-1}`` and, with *inp
 previous attentional state ``h~_{t-1}`` (``h~_0 = 0``), so that it knows what it attended to
 last time::
 
-    x_t = [emb(y_{t-1}); h~_{t-1}]               (B, E + H)
-    h_t = LSTM(x_t, state_{t-1})                  (B, H)   top layer
+    x_t = [emb(y_{t-1}); h~_{t-1}]               (B, E + H)   input feeding: a concatenation
+    h_t = LSTM(x_t, state_{t-1})                  (B, H)       top layer
     h~_t, a_t = attention(h_t, H_src)             (B, H), (B, S)
-    logits_t = W_out h~_t + b                     (B, V)   the "generator", once for all t
+    logits_t = W_out h~_t + b                     (B, V)       the "generator", once for all t
 
-The LSTM's parameters keep ``torch.nn.LSTM(E + H, H, L)``'s layout. For speed the layer-0 input
-weight is used in two halves, ``W_ih = [W_emb | W_feed]``: ``W_ih x_t = W_emb emb(y_{t-1}) +
-W_feed h~_{t-1}``. The first half does not depend on the loop, so under teacher forcing it is
-computed for all steps with one matrix product; no concatenation is made at any step.
+``Decoder.forward`` (teacher forcing) and ``Decoder.step`` (search) run the same step body,
+``Decoder.decode``. The LSTM is an ordinary ``nn.LSTM(E + H, H, L)`` stepped through its public
+step API (``layer_weights(k)``, ``cell(k, x_t, (h, c))``).
+
+Two ways to run the step, with the same numbers (tested equal in float64):
+
+* **readable** (``grad.reference_mode()``, ``minis2s train --reference``): exactly the lines
+  above: ``x_t = cat([emb(y_{t-1}), h~_{t-1}])`` and ``rnn.cell(k, x_t, (h, c))`` per layer.
+* **fast** (the default): layer 0's input weight is used in two halves, ``W_ih = [W_emb |
+  W_feed]``, so that ``W_ih x_t = W_emb emb(y_{t-1}) + W_feed h~_{t-1}``. The first half does
+  not depend on the loop, so under teacher forcing it is computed for all steps with one matrix
+  product; no concatenation is made at any step, and each layer's step is one fused
+  ``lstm_step`` node on a packed ``[h | c]`` state.
 """
 from __future__ import annotations
 
 from grad import backend as B
 from grad import functional as F
 from grad import nn, ops
+from grad.modes import is_reference_mode
 from grad.tensor import Tensor
 
+from ..data.vocab import BOS, PAD
+from ..decoding import forbid
 from .attention import LuongAttention
 
 
 class Decoder(nn.Module):
     def __init__(self, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, pad_idx: int = 0, attention: str | None = "general",
-                 input_feeding: bool = True, *, generator=None):
+                 dropout: float = 0.0, pad_idx: int = PAD, attention: str | None = "general",
+                 input_feeding: bool = True, *, generator=None, bos_idx: int = BOS):
         super().__init__()
         self.vocab_size, self.emb_size, self.hidden_size = vocab_size, emb_size, hidden_size
         self.num_layers, self.dropout, self.input_feeding = num_layers, dropout, input_feeding
+        self.pad_idx, self.bos_idx = pad_idx, bos_idx
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_idx, generator=generator)
         feed = hidden_size if input_feeding else 0
         self.rnn = nn.LSTM(emb_size + feed, hidden_size, num_layers, batch_first=True,
@@ -40,27 +53,47 @@ class Decoder(nn.Module):
         self.output_layer = nn.Linear(hidden_size, vocab_size, generator=generator)  # the generator
         self.dropout_generator = generator
 
-    # ------------------------------------------------------------------ pieces used by both paths
-    def weights(self):
-        """Per-batch views of the weights: layer 0's input weight split into its embedding and
-        feed halves, the summed biases, and the split attention-combine weight."""
-        rnn, e = self.rnn, self.emb_size
-        layers = []
-        for k in range(self.num_layers):
-            w_ih, w_hh, bias = rnn._weights(k, "")
-            layers.append((w_ih, w_hh, bias))
-        w_ih0 = layers[0][0]
-        w_emb = w_ih0[:, :e]                                               # (4H, E)
-        w_feed = w_ih0[:, e:] if self.input_feeding else None              # (4H, H)
-        combine = self.attention.split_combine() if self.attention is not None else None
-        return {"layers": layers, "w_emb": w_emb, "w_feed": w_feed, "combine": combine}
+    # ------------------------------------------------------------------ the step body
+    def decode(self, emb_t: Tensor, feed: Tensor, states: list, memory: Tensor, pad_mask, w,
+               gates_emb_t: Tensor | None = None):
+        """ONE decoder step, the body of both ``forward`` and ``step``.
 
-    def _stack(self, gates0: Tensor, states: list, w) -> Tensor:
-        """Run the LSTM layers for one step; ``gates0`` is layer 0's input share ``(B, 4H)``.
-        Updates ``states`` (packed ``[h | c]`` per layer) in place; returns the top ``h``."""
+        ``emb_t``: ``emb(y_{t-1})`` ``(B, E)``; ``feed``: ``h~_{t-1}`` ``(B, H)``; ``states``: one
+        packed ``[h | c]`` ``(B, 2H)`` per layer, replaced in place by the new ones; ``memory``
+        ``(B, S, H)`` and ``pad_mask`` ``(B, S)`` from the encoder; ``w``: ``self.weights()``.
+        ``gates_emb_t`` (fast path only): layer 0's embedding share ``W_emb emb_t + b``
+        ``(B, 4H)`` when ``forward`` computed it for all steps at once.
+        Returns ``(h~_t (B, H), attention weights (B, S) or None)``.
+        """
+        if is_reference_mode():
+            h = self._lstm_readable(emb_t, feed, states)                   # (B, H)
+        else:
+            h = self._lstm_fast(emb_t, feed, states, w, gates_emb_t)       # (B, H)
+        if self.attention is None:
+            return h, None
+        return self.attention(h, memory, pad_mask, combine=w["combine"])   # (B, H), (B, S)
+
+    def _lstm_readable(self, emb_t, feed, states) -> Tensor:
+        """Input feeding as a concatenation, then ``nn.LSTM.cell`` layer by layer."""
         n = self.hidden_size
+        x = ops.cat([emb_t, feed], dim=1) if self.input_feeding else emb_t  # (B, E + H)
+        for k in range(self.num_layers):
+            if k > 0:
+                x = F.dropout(x, self.dropout, self.training, self.dropout_generator)
+            h, c = self.rnn.cell(k, x, (states[k][:, :n], states[k][:, n:]))  # (B, H) each
+            states[k] = ops.cat([h, c], dim=1)                             # (B, 2H) packed
+            x = h
+        return x                                                           # (B, H) top layer
+
+    def _lstm_fast(self, emb_t, feed, states, w, gates_emb_t) -> Tensor:
+        """The same layers with layer 0's input weight split (no concatenation) and one fused
+        ``lstm_step`` node per layer."""
+        n = self.hidden_size
+        gates = gates_emb_t if gates_emb_t is not None else F.linear(emb_t, w["w_emb"], w["bias0"])
+        if self.input_feeding:
+            gates = gates + F.linear(feed, w["w_feed"])                   # (B, 4H)
         layers = w["layers"]
-        states[0] = F.lstm_step(gates0, states[0], layers[0][1])          # (B, 2H)
+        states[0] = F.lstm_step(gates, states[0], layers[0][1])           # (B, 2H)
         h = states[0][:, :n]
         for k in range(1, self.num_layers):
             h = F.dropout(h, self.dropout, self.training, self.dropout_generator)
@@ -69,20 +102,28 @@ class Decoder(nn.Module):
             h = states[k][:, :n]
         return h                                                           # (B, H)
 
+    def weights(self):
+        """Per-batch views of the weights for the fast path: layer 0's input weight split into
+        its embedding and feed halves, each layer's summed bias, and the split attention-combine
+        weight (the readable path uses the parameters as they are)."""
+        e = self.emb_size
+        layers = []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self.rnn.layer_weights(k)
+            layers.append((w_ih, w_hh, None if b_ih is None else b_ih + b_hh))
+        w_ih0 = layers[0][0]
+        w_emb = w_ih0[:, :e]                                               # (4H, E)
+        w_feed = w_ih0[:, e:] if self.input_feeding else None              # (4H, H)
+        combine = None
+        if self.attention is not None and not is_reference_mode():
+            combine = self.attention.split_combine()
+        return {"layers": layers, "w_emb": w_emb, "w_feed": w_feed, "bias0": layers[0][2],
+                "combine": combine}
+
     def _drop(self, x: Tensor) -> Tensor:
         """Dropout on the attentional states before the generator (training only), so that a
         one-layer model is regularised too."""
         return F.dropout(x, self.dropout, self.training, self.dropout_generator)
-
-    def _attend(self, h: Tensor, memory, pad_mask, w):
-        if self.attention is None:
-            return h, None
-        return self.attention(h, memory, pad_mask, combine=w["combine"])
-
-    def _feed_gates(self, gates, feed, w):
-        if self.input_feeding:
-            return gates + F.linear(feed, w["w_feed"])                    # (B, 4H)
-        return gates
 
     @staticmethod
     def init_states(h: Tensor, c: Tensor) -> list:
@@ -103,27 +144,28 @@ class Decoder(nn.Module):
         Returns ``logits (B, T, V)`` and the attention weights ``(B, T, S)`` (or None).
         """
         batch, n_steps = tgt_in.shape
+        states = list(states)
         w = self.weights()
-        bias0 = w["layers"][0][2]
         emb = self.embedding(tgt_in)                                       # (B, T, E)
-        # The embedding half of layer 0's input projection, for all steps in one GEMM.
-        gates_emb = F.linear(ops.permute(emb, (1, 0, 2)), w["w_emb"], bias0)  # (T, B, 4H)
+        gates_emb = None
+        if not is_reference_mode():   # fast path: the embedding half for all steps in one GEMM
+            gates_emb = F.linear(ops.permute(emb, (1, 0, 2)), w["w_emb"], w["bias0"])  # (T, B, 4H)
         feed = Tensor(B.zeros((batch, self.hidden_size), like=memory.data))  # h~_0 = 0
         h_tildes, attentions, step_logits = [], [], []
         sampling = tf_ratio < 1.0
         gen = generator if generator is not None else B.default_generator
         for t in range(n_steps):
-            gates = gates_emb[t]                                           # (B, 4H)
+            emb_t = emb[:, t]                                              # (B, E) emb(y_{t-1})
+            gates_t = None if gates_emb is None else gates_emb[t]          # (B, 4H)
             if sampling and t > 0:
-                gates = self._sampled_gates(tgt_in[:, t], step_logits[-1], tf_ratio, gen, w, bias0)
-            h = self._stack(self._feed_gates(gates, feed, w), states, w)   # (B, H)
-            h_tilde, a = self._attend(h, memory, pad_mask, w)              # (B, H), (B, S)
-            feed = h_tilde
-            h_tildes.append(h_tilde)
+                emb_t = self._sampled_embedding(tgt_in[:, t], step_logits[-1], tf_ratio, gen)
+                gates_t = None
+            feed, a = self.decode(emb_t, feed, states, memory, pad_mask, w, gates_t)  # (B, H)
+            h_tildes.append(feed)
             if a is not None:
                 attentions.append(a)
             if sampling:
-                step_logits.append(self.output_layer(self._drop(h_tilde)))  # (B, V)
+                step_logits.append(self.output_layer(self._drop(feed)))    # (B, V)
         if sampling:
             logits = ops.stack(step_logits, dim=1)                         # (B, T, V)
         else:
@@ -131,25 +173,20 @@ class Decoder(nn.Module):
         attention = ops.stack(attentions, dim=1) if attentions else None   # (B, T, S)
         return logits, attention
 
-    def _sampled_gates(self, reference, prev_logits, tf_ratio, gen, w, bias0):
-        """Layer 0's embedding share for a step where some sequences use their own prediction."""
+    def _sampled_embedding(self, reference, prev_logits, tf_ratio, gen) -> Tensor:
+        """``emb(y_{t-1})`` for a step where some sequences feed their own prediction."""
         xp = B.xp
-        logits = prev_logits.data                                         # (B, V)
-        ids = B.arange(logits.shape[1], like=logits)
-        banned = (ids == self.embedding.padding_idx) | (ids == 1)         # never feed PAD or BOS
-        logits = xp.where(banned[None, :], B.full((), float("-inf"), like=logits), logits)
+        logits = forbid(prev_logits.data, (self.pad_idx, self.bos_idx))   # never feed PAD or BOS
         predicted = xp.argmax(logits, axis=1)                             # (B,) no gradient
         use_model = gen.bernoulli((reference.shape[0],), 1.0 - tf_ratio, dtype="float32")
         chosen = xp.where(use_model > 0.5, predicted, reference.data)     # (B,)
-        return F.linear(self.embedding(Tensor(chosen)), w["w_emb"], bias0)  # (B, 4H)
+        return self.embedding(Tensor(chosen))                             # (B, E)
 
     # ------------------------------------------------------------------ inference path
-    def step(self, y_prev: Tensor, feed: Tensor, states: list, memory: Tensor, pad_mask, w):
+    def step(self, y_prev: Tensor, feed: Tensor, states: list, memory: Tensor, pad_mask, w=None):
         """One decoding step on the model's own previous tokens ``y_prev`` ``(N,)``.
         Returns ``(log_probs (N, V), h_tilde (N, H), attention (N, S) or None)``; updates
-        ``states`` in place."""
-        bias0 = w["layers"][0][2]
-        gates = F.linear(self.embedding(y_prev), w["w_emb"], bias0)       # (N, 4H)
-        h = self._stack(self._feed_gates(gates, feed, w), states, w)
-        h_tilde, a = self._attend(h, memory, pad_mask, w)
+        ``states`` in place. ``w``: ``self.weights()`` (made here when not given)."""
+        w = w if w is not None else self.weights()
+        h_tilde, a = self.decode(self.embedding(y_prev), feed, states, memory, pad_mask, w)
         return F.log_softmax(self.output_layer(h_tilde), dim=-1), h_tilde, a

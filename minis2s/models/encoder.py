@@ -11,10 +11,12 @@ from __future__ import annotations
 from grad import nn, ops
 from grad.tensor import Tensor
 
+from ..data.vocab import PAD
+
 
 class Encoder(nn.Module):
     def __init__(self, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, pad_idx: int = 0, *, generator=None):
+                 dropout: float = 0.0, pad_idx: int = PAD, *, generator=None):
         super().__init__()
         if hidden_size % 2:
             raise ValueError(f"hidden_size must be even (two directions of hidden_size // 2), got {hidden_size}")

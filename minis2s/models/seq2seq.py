@@ -12,10 +12,11 @@ from grad import functional as F
 from grad import nn, ops
 from grad.tensor import Tensor
 
+from ..data.vocab import BOS, EOS, PAD, UNK  # noqa: F401  (re-exported: minis2s.models.PAD, ...)
+from ..decoding import LSTMDecodingState
+from ..search import beam_search as _beam_search, greedy as _greedy
 from .decoder import Decoder
 from .encoder import Encoder
-
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
 
 def as_ids(x) -> Tensor:
@@ -28,7 +29,8 @@ class Seq2Seq(nn.Module):
 
     ``Seq2Seq(src_vocab_size, tgt_vocab_size, emb_size=128, hidden_size=256, num_layers=2,
     dropout=0.2, pad_idx=0, attention="general" | "dot" | None, input_feeding=True,
-    generator=None)``; token ids PAD=0, BOS=1, EOS=2, UNK=3. ``generator`` (a
+    generator=None)``; the special token ids (``pad_idx`` and the BOS/EOS of search) are the
+    vocabulary's, ``minis2s.data.vocab``. ``generator`` (a
     ``grad.Generator``) draws the initial weights and, later, the dropout masks.
     """
 
@@ -88,12 +90,25 @@ class Seq2Seq(nn.Module):
                                label_smoothing=label_smoothing)
 
     # ------------------------------------------------------------------ inference
+    def init_decoding(self, src, src_lengths) -> LSTMDecodingState:
+        """Encode ``src`` ``(N, S)``; the decoder's state before its first step
+        (``minis2s.decoding``: the interface greedy and beam search use)."""
+        memory, pad_mask, states = self.encode(src, src_lengths)          # (N, S, H)
+        feed = Tensor(B.zeros((memory.shape[0], self.decoder.hidden_size), like=memory.data))
+        return LSTMDecodingState(states, feed, memory, pad_mask, self.decoder.weights())
+
+    def decode_step(self, prev_tokens: Tensor, state: LSTMDecodingState):
+        """One step: ``(log_probs (N, V), the next state, attention (N, S) or None)``."""
+        states = list(state.states)
+        log_probs, feed, attention = self.decoder.step(as_ids(prev_tokens), state.feed, states,
+                                                       state.memory, state.pad_mask, state.weights)
+        return log_probs, LSTMDecodingState(states, feed, state.memory, state.pad_mask,
+                                            state.weights), attention
+
     def greedy(self, src, src_lengths, max_len: int = 50, bos: int = BOS, eos: int = EOS):
-        from ..search import greedy
-        return greedy(self, src, src_lengths, max_len=max_len, bos=bos, eos=eos)
+        return _greedy(self, src, src_lengths, max_len=max_len, bos=bos, eos=eos)
 
     def beam_search(self, src, src_lengths, beam_size: int = 5, n_best: int = 1,
                     length_penalty: float = 0.0, max_len: int = 50, bos: int = BOS, eos: int = EOS):
-        from ..search import beam_search
-        return beam_search(self, src, src_lengths, beam_size=beam_size, n_best=n_best,
-                           length_penalty=length_penalty, max_len=max_len, bos=bos, eos=eos)
+        return _beam_search(self, src, src_lengths, beam_size=beam_size, n_best=n_best,
+                            length_penalty=length_penalty, max_len=max_len, bos=bos, eos=eos)

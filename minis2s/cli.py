@@ -8,120 +8,19 @@ a resumable checkpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import json
 import os
 import sys
-import warnings
 from dataclasses import fields
 
 from . import __version__
+from .cli_common import (UsageError, _Parser, _nonneg_float, _nonneg_int, _positive_float,  # noqa: F401
+                         _positive_int, _read_lines, _require_training_memory,
+                         _saved_hidden_size, _unit_float, _unit_open_float, _warnings_to_stderr,
+                         add_max_memory, add_reference_and_dtype, add_threads_option,
+                         check_out_dir, check_output_file, output_stream, running_mode,
+                         set_threads, tune_allocator)
 from .metrics import format_ppl
-
-
-# ------------------------------------------------------------------------ argument types
-def _number_type(convert, ok, expected: str):
-    """An argparse type: ``convert`` the text, then require ``ok(value)``."""
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-        return value
-    return parse
-
-
-_positive_int = _number_type(int, lambda v: v > 0, "a positive integer")
-_nonneg_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _number_type(float, lambda v: v > 0, "a positive number")
-_unit_float = _number_type(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
-# dropout and label smoothing of 1 leave nothing to learn from: the valid range is [0, 1)
-_unit_open_float = _number_type(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
-_nonneg_float = _number_type(float, lambda v: v >= 0.0, "a number >= 0")
-
-
-def _memory_size(text):
-    from .memory import parse_size
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_max_memory(parser) -> None:
-    """``--max-memory SIZE``: the memory the command may plan for (``minis2s.memory``)."""
-    parser.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
-                        help="refuse settings estimated to need more memory than SIZE (512M, 4G; "
-                             "default: the memory available, MemAvailable)")
-
-
-class UsageError(ValueError):
-    """Contradictory or impossible options."""
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, ``(default: 5)``, unless its text already says
-    it; on/off flags (default off) and options with no default value say nothing more."""
-
-    _FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
-              argparse._VersionAction, argparse._CountAction)
-
-    def _shows_default(self, action) -> bool:
-        return (action.option_strings and not isinstance(action, self._FLAGS)
-                and action.default not in (None, argparse.SUPPRESS)
-                and "default" not in (action.help or ""))
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if self._shows_default(action):
-            text = (text + " (default: %(default)s)").strip()
-        return text
-
-    def _format_action(self, action):
-        if not action.help and self._shows_default(action):
-            action = copy.copy(action)
-            action.help = "(default: %(default)s)"
-        return super()._format_action(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``minis2s: error: ...`` and exit code 2, like every other
-    refusal of the command (argparse's default prints the whole usage block first); every
-    ``--help`` entry shows its default (``_HelpFormatter``)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):
-        self.exit(2, f"minis2s: error: {message} (see '{self.prog} --help')\n")
-
-
-@contextlib.contextmanager
-def _warnings_to_stderr():
-    """Show the library's warnings (skipped lines, dropped pairs, unknown tokens, truncation) as
-    ``minis2s: warning: ...`` lines on stderr, every time they occur."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda msg, *a, **k: print(f"minis2s: warning: {msg}", file=sys.stderr)
-        yield
-
-
-def add_threads_option(parser) -> None:
-    """``--threads N|auto`` on every command that computes (minis2s/threads.py says how auto chooses)."""
-    from .threads import threads_arg
-    parser.add_argument("--threads", type=threads_arg, default="auto", metavar="N|auto",
-                        help="BLAS threads (default auto: the idle cores this process may use, "
-                             "1 for small models)")
-
-
-def set_threads(args, hidden_size=None) -> dict:
-    """Apply ``--threads``; returns the choice (minis2s.threads.apply_threads)."""
-    from .threads import apply_threads
-    return apply_threads(getattr(args, "threads", "auto"), hidden_size)
 
 
 def _task_names():
@@ -194,6 +93,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     run = t.add_argument_group("run")
     run.add_argument("--seed", type=_nonneg_int, default=d.seed)
     run.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
+    add_reference_and_dtype(run)
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/TASK, numbered if taken)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR (--epochs is the total; default: a new run)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -321,17 +221,10 @@ def _train_config(args):
     return TrainConfig(**values)
 
 
-def tune_allocator() -> None:
-    """Training allocates and frees large arrays at every step: keep the freed memory for reuse
-    (``grad.backend.tune_host_allocator``; about 15% of a medium step, docs/performance.md)."""
-    from grad import backend
-    backend.tune_host_allocator()
-
-
 # A resumed run keeps the data, model and optimisation settings it was started with; only these
 # may be given again.
-_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "threads", "max_memory", "command", "func",
-                   "config"}
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "threads", "max_memory", "reference",
+                   "command", "func", "config"}
 
 
 def _check_resume_options(args) -> None:
@@ -343,39 +236,9 @@ def _check_resume_options(args) -> None:
         flags = ", ".join("--" + n.replace("_", "-") if n != "input_feeding" else "--no-input-feeding"
                           for n in given)
         raise UsageError(f"--resume continues the run with the settings it was started with; "
-                         f"only --epochs, --quiet, --device, --threads and --max-memory can be given, "
+                         f"only --epochs, --quiet, --device, --threads, --max-memory and --reference "
+                         f"can be given, "
                          f"not {flags}")
-
-
-def check_out_dir(path, flag: str = "--out") -> None:
-    """An output directory given on the command line must be a directory or not exist yet: an
-    existing file or a dangling symbolic link is bad input (exit 2), said before any work."""
-    if path and os.path.lexists(path) and not os.path.isdir(path):
-        if os.path.islink(path) and not os.path.exists(path):
-            raise UsageError(f"{flag} {path}: a symbolic link to {os.readlink(path)}, which does "
-                             "not exist; expected a directory")
-        raise UsageError(f"{flag} {path}: exists and is not a directory")
-
-
-def check_output_file(path, flag: str = "--output") -> None:
-    """An output file must be writable: checked before any work, not after it."""
-    if not path:
-        return
-    if os.path.isdir(path):
-        raise UsageError(f"{flag} {path}: is a directory, expected a file name")
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise UsageError(f"{flag} {path}: directory {parent} does not exist")
-    target = path if os.path.exists(path) else parent
-    if not os.access(target, os.W_OK):
-        raise UsageError(f"{flag} {path}: not writable (permission denied on {target})")
-
-
-def _require_training_memory(what: str, n_params: int, optimizer: str) -> None:
-    """Refuse model sizes whose training cannot fit, before the data is read. The parameters are
-    counted at the smallest vocabulary, so the estimate is a lower bound."""
-    from .memory import require, training_bytes
-    require(training_bytes(n_params, optimizer), f"training {what} ({n_params:,} parameters or more)")
 
 
 def cmd_train(args) -> int:
@@ -397,10 +260,12 @@ def cmd_train(args) -> int:
     hidden = _saved_hidden_size(args.resume) if args.resume else cfg.hidden_size
     threads = set_threads(args, hidden)
     print(threads["header"], flush=True)
-    with _warnings_to_stderr():
-        result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True),
-                     run_info={"blas_threads": threads["blas_threads"],
-                               "threads_reason": threads["threads_reason"]})
+    run_info = {"blas_threads": threads["blas_threads"], "threads_reason": threads["threads_reason"]}
+    if args.reference:
+        run_info["reference_mode"] = True   # how this process ran (log.jsonl), not a setting
+        print("reference mode: every fused fast path runs its composed reference", flush=True)
+    with _warnings_to_stderr(), running_mode(args.reference):
+        result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True), run_info=run_info)
     labelled = False
     for name, m in result.items():
         if isinstance(m, dict):
@@ -412,67 +277,6 @@ def cmd_train(args) -> int:
                   f"({m['decoded']} sentences, {m['decoding']})")
     print(f"model saved in {result['run_dir']}  ({result['time']:.0f}s)")
     return 0
-
-
-def _read_lines(path, lazy: bool = False):
-    """Input lines of a file (read whole: a bad byte is an error naming the file and line) or of
-    standard input (``lazy``: as they arrive, for ``translate`` to answer each batch at once)."""
-    from .data.parallel import iter_text_lines, read_text_lines
-    if path:
-        return read_text_lines(path)          # a bad byte is an error naming the file and line
-    if sys.stdin.isatty():
-        print("minis2s: reading sentences from standard input, one per line (Ctrl-D to end)",
-              file=sys.stderr)
-    binary = getattr(sys.stdin, "buffer", None)
-    if binary is None:                        # a text stream put in place of stdin (tests)
-        lines = (line.rstrip("\r\n") for line in sys.stdin)
-    else:
-        # The bytes, decoded by the rules of --input: a bad byte or UTF-16 is an error naming
-        # the line of <stdin>, never a silent <unk>; a UTF-8 byte-order mark is dropped.
-        lines = iter_text_lines(binary, "<stdin>")
-    return lines if lazy else list(lines)
-
-
-@contextlib.contextmanager
-def output_stream(path):
-    """Standard output, or the file ``path``. A disk error while writing (a full disk) removes
-    the partial file and is raised with ``filename`` set to ``path``."""
-    if not path:
-        try:
-            yield sys.stdout
-            sys.stdout.flush()
-        except OSError as exc:
-            exc.filename = exc.filename or "<standard output>"
-            raise
-        return
-    f = open(path, "w", encoding="utf-8")
-    try:
-        yield f
-        f.close()
-    except OSError as exc:
-        try:
-            f.close()
-        except OSError:
-            pass
-        exc.filename = exc.filename or str(path)
-        exc.minis2s_note = None
-        if os.path.isfile(path):              # a regular file (never /dev/full and the like)
-            os.unlink(path)
-            exc.minis2s_note = "the partial output was removed"
-        raise
-    except BaseException:
-        f.close()
-        raise
-
-
-def _saved_hidden_size(run_dir):
-    """The hidden size a run or model directory was trained with (None when unreadable: the
-    command that reads the directory reports the problem)."""
-    try:
-        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-            return int(json.load(f)["model"]["hidden_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def cmd_translate(args) -> int:

@@ -12,12 +12,15 @@ per batch; at the end of each epoch a handler runs the *evaluator* (``make_evalu
 
 After the run, the best checkpoint is evaluated on the test split(s).
 
-One step: forward with teacher forcing -> cross-entropy per target token (PAD excluded) ->
-backward -> clip the global gradient norm -> optimizer step.
+One step is ``train_step`` (read it first): zero the gradients -> forward with teacher forcing
+-> cross-entropy per target token (PAD excluded) -> backward -> clip the global gradient norm ->
+optimizer step. ``evaluate`` scores a split. With ``grad.reference_mode()`` around them
+(``minis2s train --reference``) every fused fast path runs its composed, op-by-op twin.
 """
 from __future__ import annotations
 
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -28,9 +31,12 @@ from grad import backend as B
 from grad import optim
 from grad.tensor import Tensor, no_grad
 
+from grad.nn.utils import clip_grad_norm_, eval_mode
+
 from .checkpoint import FORMAT_VERSION, load_checkpoint, read_json, write_json
+from .data.vocab import PAD
 from .engine import Engine, Events
-from .metrics import bleu_label, format_ppl, perplexity
+from .metrics import CorpusStats, bleu_label, format_ppl
 from .models import Seq2Seq
 from .runs import prepare_data, Prepared
 from .validate import resume_config
@@ -79,6 +85,7 @@ class TrainConfig:
     nan_policy: str = "stop"
     select_metric: str = "loss"
     seed: int = 0
+    dtype: str = "float32"                 # of the weights and optimizer state (float64: checking)
     device: str = "cpu"
     out: str | None = None
     quiet: bool = False
@@ -96,8 +103,16 @@ def _lr_for_epoch(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * 0.5 ** (epoch - cfg.lr_decay_start + 1)
 
 
-def build_model(model_cfg: dict, seed: int) -> Seq2Seq:
-    return Seq2Seq(**model_cfg, generator=grad.Generator(seed))
+DTYPES = ("float32", "float64")
+
+
+def build_model(model_cfg: dict, seed: int, dtype: str = "float32") -> Seq2Seq:
+    """The model of ``model_cfg``, its weights drawn from ``seed`` (the same draws in either
+    dtype) and held in ``dtype``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    model = Seq2Seq(**model_cfg, generator=grad.Generator(seed))
+    return model.to(dtype) if dtype != "float32" else model
 
 
 def make_optimizer(cfg: TrainConfig, model):
@@ -114,6 +129,51 @@ def to_device(batch):
             Tensor(B.from_numpy(batch.tgt_in)), Tensor(B.from_numpy(batch.tgt_out)))
 
 
+# =============================================================================== one step
+def train_step(model, optimizer, batch, cfg: TrainConfig, comm=None, *, epoch: int = 1,
+               tf_generator=None, guard=None) -> dict:
+    """One optimisation step on one batch, in the order it happens. A breakpoint here, under
+    ``grad.reference_mode()``, steps through the whole readable path.
+
+    ``batch``: a ``minis2s.data.batching.Batch`` (host arrays); ``cfg``: its ``tf_ratio`` /
+    ``tf_schedule`` (with ``epoch``), ``label_smoothing`` and ``max_grad_norm`` are used;
+    ``tf_generator`` draws the scheduled-sampling choices. ``comm`` (several processes): the loss
+    is divided by the target tokens of ALL processes' batches (``comm.sum_count``) and the
+    gradients are summed over them (``comm.sum_gradients``) before clipping; None: one process.
+
+    ``guard`` (``minis2s.guard.DivergenceGuard``, the trainer's): checked after the loss, after
+    clipping and after the update; a failed check stops the step and returns ``problem`` (what
+    went wrong) and ``can_skip`` (False once the update was applied). Otherwise returns
+    ``{"loss": cross-entropy per target token, "n_tokens": this batch's target tokens,
+    "grad_norm": the norm before clipping}``.
+    """
+    model.train()                                                      # dropout on
+    params = [p for p in model.parameters()]
+    optimizer.zero_grad()                                              # 1. zero the gradients
+    src, src_lengths, tgt_in, tgt_out = to_device(batch)               # (B, S), (B,), (B, T), (B, T)
+    total = model.loss(src, src_lengths, tgt_in, tgt_out,              # 2. forward, 3. loss
+                       tf_ratio=tf_ratio_for_epoch(cfg, epoch), generator=tf_generator,
+                       label_smoothing=cfg.label_smoothing, reduction="sum")
+    n_tokens = batch.n_tokens
+    if comm is not None:
+        n_tokens = comm.sum_count(n_tokens)                            # every process's tokens
+    loss = total / float(n_tokens)                                     # per target token
+    value = loss.item()
+    if guard is not None and (problem := guard.check_loss(value)):
+        return {"loss": value, "n_tokens": batch.n_tokens, "problem": problem, "can_skip": True}
+    loss.backward()                                                    # 4. backward
+    if comm is not None:
+        comm.sum_gradients(params)
+    grad_norm = clip_grad_norm_(params, cfg.max_grad_norm).item()      # 5. clip
+    if guard is not None and (problem := guard.check_grad_norm(grad_norm)):
+        optimizer.zero_grad()
+        return {"loss": value, "n_tokens": batch.n_tokens, "problem": problem, "can_skip": True}
+    optimizer.step()                                                   # 6. update
+    if guard is not None and (problem := guard.check_params(model.named_parameters())):
+        return {"loss": value, "n_tokens": batch.n_tokens, "problem": problem, "can_skip": False}
+    return {"loss": value, "n_tokens": batch.n_tokens, "grad_norm": grad_norm}
+
+
 # =============================================================================== evaluation
 def make_evaluator(model) -> Engine:
     """The *evaluator*: an ``Engine`` whose step scores one batch teacher-forced (no update),
@@ -126,9 +186,9 @@ def make_evaluator(model) -> Engine:
         logits = model.logits(src, sl, tin)                                  # (B, T, V)
         v = logits.shape[-1]
         nll = grad.functional.cross_entropy(logits.reshape(-1, v), tout.reshape(-1),
-                                            ignore_index=0, reduction="sum").item()
+                                            ignore_index=model.pad_idx, reduction="sum").item()
         pred = B.to_numpy(xp.argmax(logits.data, axis=-1))                    # (B, T) host
-        mask = batch.tgt_out != 0                                             # PAD excluded
+        mask = batch.tgt_out != model.pad_idx                                 # PAD excluded
         return {"nll": nll, "tokens": int(mask.sum()),
                 "correct": int(((pred == batch.tgt_out) & mask).sum())}
 
@@ -152,19 +212,23 @@ def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_li
     """Cross-entropy and perplexity per target token (teacher-forced, PAD excluded, EOS
     counted) and token accuracy over the WHOLE split, from one run of the evaluator engine
     (``make_evaluator``); exact match and BLEU of greedy (or beam) outputs on the first
-    ``decode_limit`` sentences (``decoding`` in the result says how they were decoded)."""
+    ``decode_limit`` sentences (``decoding`` in the result says how they were decoded).
+    The figures are ``minis2s.metrics.CorpusStats``'s."""
+    with eval_mode(model):
+        return _evaluate(model, prep, split, batch_size, decode_limit, beam_size, max_len,
+                         length_penalty)
+
+
+def _evaluate(model, prep, split, batch_size, decode_limit, beam_size, max_len, length_penalty):
     from .data.batching import collate, make_batches
-    from .metrics import bleu_label, corpus_bleu, decoding_label
-    was_training = model.training
-    model.eval()
+    from .metrics import corpus_bleu, decoding_label
     src_ids, tgt_ids = prep.ids[split]
     n = len(src_ids)
     lengths = [max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids)]
     batches = [collate(src_ids, tgt_ids, idx) for idx in make_batches(lengths, batch_size, shuffle=False)]
     sums = make_evaluator(model).run(batches, max_epochs=1).metrics
-    nll, n_tokens, n_correct = sums["nll"], sums["tokens"], sums["correct"]
-    ce = nll / max(n_tokens, 1)
-    metrics = {"loss": ce, "ppl": perplexity(ce), "token_acc": n_correct / max(n_tokens, 1)}
+    stats = CorpusStats(nll_sum=sums["nll"], n_tokens=sums["tokens"], n_correct=sums["correct"])
+    metrics = {"loss": stats.cross_entropy, "ppl": stats.perplexity, "token_acc": stats.token_accuracy}
     limit = n if decode_limit is None else min(n, decode_limit)
     hyps, refs = [], []
     order = list(range(limit))
@@ -186,7 +250,6 @@ def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_li
     metrics["decoded"] = limit
     metrics["decoding"] = decoding_label(beam_size, length_penalty)
     metrics["bleu_label"] = bleu_label(prep.tgt_tokenizer.name)
-    model.train(was_training)
     return metrics
 
 
@@ -244,10 +307,10 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
     prep = prepare_data(cfg, run_dir if run.resume else None)
     model_cfg = dict(src_vocab_size=len(prep.src_vocab), tgt_vocab_size=len(prep.tgt_vocab),
                      emb_size=cfg.emb_size, hidden_size=cfg.hidden_size, num_layers=cfg.layers,
-                     dropout=cfg.dropout, pad_idx=0,
+                     dropout=cfg.dropout, pad_idx=PAD,
                      attention=None if cfg.attention == "none" else cfg.attention,
                      input_feeding=cfg.input_feeding)
-    model = build_model(model_cfg, cfg.seed)
+    model = build_model(model_cfg, cfg.seed, cfg.dtype)
     tf_gen = grad.Generator(cfg.seed + 1)
     optimizer = make_optimizer(cfg, model)
     if not run.resume:         # the run's description first (a kill after it: a clean restart)
@@ -266,23 +329,16 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
         rng = np.random.default_rng([cfg.seed, epoch])
         return [collate(src_ids, tgt_ids, idx) for idx in make_batches(lengths, cfg.batch_size, True, rng)]
 
-    def loss_fn(batch):
-        """Teacher-forced cross-entropy per target token of one batch (PAD excluded)."""
-        src, sl, tin, tout = to_device(batch)
-        total = model.loss(src, sl, tin, tout, tf_ratio=tf_ratio_for_epoch(cfg, trainer.engine.state.epoch),
-                           generator=tf_gen, label_smoothing=cfg.label_smoothing, reduction="sum")
-        loss = total / float(batch.n_tokens)
-        return loss, loss.item(), batch.n_tokens
-
     def describe(record, improved):
         return (f"epoch {record['epoch']:>2}  train ppl {format_ppl(record['train_ppl'])}  valid ppl "
                 f"{format_ppl(record['valid_ppl'])}  token acc {100 * record['valid_token_acc']:5.1f}%  "
                 f"exact {100 * record['valid_exact_match']:5.1f}%  BLEU {record['valid_bleu']:5.1f}"
                 f"  ({record['time']:.0f}s)" + ("  *" if improved else ""))
 
-    trainer = Trainer(model, optimizer, run=run, loss_fn=loss_fn, batches=epoch_batches,
+    trainer = Trainer(model, optimizer, run=run, batches=epoch_batches,
+                      step=partial(train_step, model, optimizer, cfg=cfg, tf_generator=tf_gen),
                       validate=lambda: evaluate(model, prep, "valid", decode_limit=cfg.valid_decode_limit),
-                      describe=describe, epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm,
+                      describe=describe, epochs=cfg.epochs,
                       nan_policy=cfg.nan_policy, skip_option=True,
                       select=cfg.select_metric, higher_is_better=cfg.select_metric != "loss",
                       patience=cfg.patience, lr_for_epoch=lambda epoch: _lr_for_epoch(cfg, epoch),

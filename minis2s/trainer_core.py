@@ -35,7 +35,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from grad import backend as B
-from grad.nn.utils import clip_grad_norm_
 
 from .checkpoint import CheckpointError, append_line, atomic_write, read_json, save_checkpoint
 from .engine import Engine, Events
@@ -398,10 +397,11 @@ class Trainer:
         ITERATION_COMPLETED  progress bar; a stop signal received? stop at this batch boundary
         EPOCH_COMPLETED      validate -> best.npz (if better) -> log line -> last.npz -> early stop
 
-    One step, watched by the divergence guard (``minis2s.guard.DivergenceGuard``):
-    ``loss_fn(batch) -> (loss, value, n_tokens)`` (the tensor to minimise, its value per token,
-    the tokens it covers) -> loss check -> backward -> clip the global gradient norm -> gradient
-    check -> optimizer step -> parameter check. A diverged step stops the run (``TrainingError``,
+    One step is ``step(batch, epoch=, guard=) -> dict``, the training procedure's own step
+    function (``minis2s.train.train_step``: zero grad -> forward -> loss -> backward -> clip ->
+    update), which calls the divergence guard's three checks (``minis2s.guard.DivergenceGuard``)
+    and returns ``loss`` (per token), ``n_tokens`` and ``grad_norm``, or ``problem`` and
+    ``can_skip`` when a check failed. A diverged step stops the run (``TrainingError``,
     exit 1, the last checkpoint untouched) or, under ``nan_policy="skip"``, is skipped when no
     update was applied yet. ``batches(epoch)`` rebuilds an epoch's batches (seeded by the epoch,
     so a resumed run rebuilds the same order); ``validate()`` returns the validation figures (a
@@ -412,21 +412,20 @@ class Trainer:
     and raises ``Interrupted``. With ``run=None`` (``lm compare``) nothing is written and the
     best weights are kept in memory."""
 
-    def __init__(self, model, optimizer, *, loss_fn, batches, validate, describe, epochs: int,
-                 max_grad_norm: float, run: RunDirectory | None = None, nan_policy: str = "stop",
+    def __init__(self, model, optimizer, *, step, batches, validate, describe, epochs: int,
+                 run: RunDirectory | None = None, nan_policy: str = "stop",
                  skip_option: bool = False, select: str = "loss",
                  higher_is_better: bool = False, patience: int | None = None, lr_for_epoch=None,
                  generators: dict | None = None, quiet: bool = False, log=print,
                  run_info: dict | None = None):
         self.model, self.optimizer, self.run = model, optimizer, run
-        self.loss_fn, self.batches, self.validate, self.describe = loss_fn, batches, validate, describe
-        self.epochs, self.max_grad_norm = epochs, max_grad_norm
+        self.step, self.batches, self.validate, self.describe = step, batches, validate, describe
+        self.epochs = epochs
         self.nan_policy, self.skip_option = nan_policy, skip_option     # is --nan-policy an option?
         self.select, self.higher_is_better, self.patience = select, higher_is_better, patience
         self.lr_for_epoch, self.generators = lr_for_epoch, dict(generators or {})
         self.log, self.run_info = log, dict(run_info or {})      # run_info: added to log lines
         self.params = list(model.parameters())
-        self.named_params = list(model.named_parameters())
         self.guard = DivergenceGuard()
         self.best_state = None             # in-memory best weights when run is None
         self.tracker = {"best": None, "bad_epochs": 0, "skipped": 0, "epoch_nll": 0.0,
@@ -489,24 +488,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _step(self, engine, batch):
-        self.model.train()
-        guard = self.guard
-        with guard.step():
-            loss, value, n_tokens = self.loss_fn(batch)
-            problem = guard.check_loss(value)
-            if problem:
-                return self._diverged(engine, problem)
-            self.optimizer.zero_grad()
-            loss.backward()
-            gnorm = clip_grad_norm_(self.params, self.max_grad_norm).item()
-            problem = guard.check_grad_norm(gnorm)
-            if problem:
-                self.optimizer.zero_grad()
-                return self._diverged(engine, problem)
-            self.optimizer.step()
-            problem = guard.check_params(self.named_params)
-            if problem:
-                return self._diverged(engine, problem, can_skip=False)
+        """The engine's process function: the trainer's ``step`` (``minis2s.train.train_step``
+        or ``minis2s.lm.training.train_step``) under the divergence guard, then the epoch sums."""
+        with self.guard.step():
+            out = self.step(batch, epoch=engine.state.epoch, guard=self.guard)
+        if "problem" in out:
+            return self._diverged(engine, out["problem"], can_skip=out["can_skip"])
+        value, n_tokens, gnorm = out["loss"], out["n_tokens"], out["grad_norm"]
         t = self.tracker
         t["epoch_nll"] += value * n_tokens
         t["epoch_tokens"] += n_tokens

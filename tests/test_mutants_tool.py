@@ -58,7 +58,8 @@ def test_a_mutant_whose_text_moved_stops_the_run_before_anything_runs(monkeypatc
 def test_the_diff_shows_the_edit():
     m = next(m for m in tool.MUTANTS if m.name == "eval-loss-per-sentence")
     text = tool.diff(m)
-    assert "-    ce = nll / max(n_tokens, 1)" in text and "+    ce = nll / max(n, 1)" in text
+    assert ('-    stats = CorpusStats(nll_sum=sums["nll"], n_tokens=sums["tokens"],' in text
+            and '+    stats = CorpusStats(nll_sum=sums["nll"], n_tokens=n,' in text)
 
 
 def _env(tmp_path, file, digest):

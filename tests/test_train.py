@@ -236,8 +236,8 @@ def _record_training_forward(monkeypatch, events):
     import minis2s.train as train_module
     real_build = train_module.build_model
 
-    def build(model_cfg, seed):
-        model = real_build(model_cfg, seed)
+    def build(model_cfg, seed, *dtype):
+        model = real_build(model_cfg, seed, *dtype)
         embedding, generator = model.decoder.embedding, model.decoder.output_layer
         embed, generate = embedding.forward, generator.forward
 

@@ -60,16 +60,15 @@ MUTANTS = [
            'gates = gates + F.linear(feed, w["w_feed"])                   # (B, 4H)',
            'gates = gates                                                  # (B, 4H)', SEQ2SEQ),
     Mutant("tf-ratio-not-passed", "minis2s/train.py",
-           "total = model.loss(src, sl, tin, tout, tf_ratio=tf_ratio_for_epoch(cfg, trainer.engine.state.epoch),\n"
-           "                           generator=tf_gen,",
-           "total = model.loss(src, sl, tin, tout,\n"
-           "                           generator=tf_gen,", TRAIN),
+           "tf_ratio=tf_ratio_for_epoch(cfg, epoch), generator=tf_generator,",
+           "generator=tf_generator,", TRAIN),
     Mutant("tf-generator-not-restored", "minis2s/train.py",          # nor saved: not handed over
            'generators={"dropout_generator": model.decoder.dropout_generator,\n'
            '                                  "tf_generator": tf_gen},',
            'generators={"dropout_generator": model.decoder.dropout_generator},', TRAIN),
     Mutant("eval-loss-per-sentence", "minis2s/train.py",
-           "ce = nll / max(n_tokens, 1)", "ce = nll / max(n, 1)", TRAIN),
+           'stats = CorpusStats(nll_sum=sums["nll"], n_tokens=sums["tokens"],',
+           'stats = CorpusStats(nll_sum=sums["nll"], n_tokens=n,', TRAIN),
     Mutant("lstm-hx-ignored-with-lengths", "grad/nn/rnn.py",
            "                if hx is None:\n",
            "                if hx is None or masks is not None:\n", ("tests/test_lstm.py",)),
@@ -135,8 +134,8 @@ MUTANTS = [
            "return math.exp(nll / max(n, 1))", "return math.exp(nll)",
            ("tests/test_lm_learning.py",)),
     Mutant("lstm-lm-loss-mean-per-batch", "minis2s/lm/training.py",
-           "return total / per_batch, total.item() / n_tokens, n_tokens",
-           "return total / n_tokens, total.item() / n_tokens, n_tokens",
+           "loss, value = total / scale, total.item() / n_tokens",
+           "loss, value = total / n_tokens, total.item() / n_tokens",
            ("tests/test_lm_learning.py",)),
     # ---------------------------------------------------------------- train, engine, checkpoint
     Mutant("best-checkpoint-on-higher-loss", "minis2s/train.py",

@@ -5,10 +5,14 @@ import json
 import math
 import sys
 
+from ..cli_common import (UsageError, _nonneg_int, _Parser, _positive_float, _positive_int,
+                          _read_lines, _require_training_memory, _saved_hidden_size,
+                          _unit_open_float, _warnings_to_stderr, add_max_memory,
+                          add_reference_and_dtype, add_threads_option, check_out_dir,
+                          running_mode, set_threads, tune_allocator)
+
 
 def add_lm_parser(sub) -> None:
-    from ..cli import (_nonneg_int, _positive_float, _positive_int, _unit_open_float,
-                       add_max_memory, add_threads_option)
     from .training import LMConfig
     d = LMConfig()
     lm = sub.add_parser("lm", help="language models: n-gram and LSTM")
@@ -43,6 +47,7 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--resume", metavar="DIR",
                    help="continue the LSTM run in DIR (--epochs is the total; default: a new run)")
     t.add_argument("--quiet", action="store_true")
+    add_reference_and_dtype(t)
     add_threads_option(t)
     add_max_memory(t)
     t.set_defaults(func=cmd_lm_train)
@@ -86,32 +91,36 @@ def add_lm_parser(sub) -> None:
 def _lines(path):
     """Input lines: a file (a bad byte names the file and line) or standard input, as for
     ``minis2s translate``."""
-    from ..cli import _read_lines
     return _read_lines(path)
 
 
 # A resumed run keeps the corpus, model and optimisation settings it was started with.
-_RESUME_OPTIONS = {"resume", "epochs", "quiet", "threads", "max_memory", "command", "lm_command",
-                   "func"}
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "threads", "max_memory", "reference", "command",
+                   "lm_command", "func"}
+
+
+def _train_defaults() -> dict:
+    """``minis2s lm train``'s option defaults, from a parser of its own."""
+    parser = _Parser(prog="minis2s")
+    add_lm_parser(parser.add_subparsers(dest="command"))
+    return vars(parser.parse_args(["lm", "train"]))
 
 
 def cmd_lm_train(args) -> int:
     import os
     from dataclasses import fields
     from .training import LMConfig, fit_lm
-    from ..cli import (UsageError, _require_training_memory, _saved_hidden_size,
-                       _warnings_to_stderr, build_parser, check_out_dir, set_threads,
-                       tune_allocator)
     from ..memory import lstm_lm_params
     if args.resume:
         if not os.path.isdir(args.resume):
             raise UsageError(f"--resume {args.resume}: no such run directory")
-        defaults = vars(build_parser().parse_args(["lm", "train"]))
+        defaults = _train_defaults()
         given = [name for name, value in vars(args).items()
                  if name not in _RESUME_OPTIONS and value != defaults.get(name)]
         if given:
             raise UsageError("--resume continues the run with the settings it was started with; "
-                             "only --epochs, --quiet, --threads and --max-memory can be given, not "
+                             "only --epochs, --quiet, --threads, --max-memory and --reference can "
+                             "be given, not "
                              + ", ".join("--" + n.replace("_", "-") for n in given))
     elif not (args.corpus or args.builtin):
         raise UsageError("one of the arguments --corpus --builtin is required")
@@ -128,10 +137,12 @@ def cmd_lm_train(args) -> int:
     threads = set_threads(args, hidden)
     if not cfg.quiet:
         print(threads["header"], flush=True)
-    with _warnings_to_stderr():
+    run_info = {"blas_threads": threads["blas_threads"], "threads_reason": threads["threads_reason"]}
+    if args.reference:
+        run_info["reference_mode"] = True   # how this process ran (log.jsonl), not a setting
+    with _warnings_to_stderr(), running_mode(args.reference):
         figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True),
-                         resume=args.resume, run_info={"blas_threads": threads["blas_threads"],
-                                                       "threads_reason": threads["threads_reason"]})
+                         resume=args.resume, run_info=run_info)
     from ..metrics import format_ppl
     print(f"valid perplexity {format_ppl(figures['valid_ppl'], 0, 3)}  test perplexity "
           f"{format_ppl(figures['test_ppl'], 0, 3)}")
@@ -145,7 +156,6 @@ def cmd_lm_score(args) -> int:
     stripped as training strips its corpus lines; a blank line is scored as the empty sentence
     (the single event ``</s>`` right after ``<s>``), not skipped, so outputs stay aligned."""
     from .training import load_lm
-    from ..cli import _saved_hidden_size, set_threads
     lm = load_lm(args.model)
     set_threads(args, _saved_hidden_size(args.model))
     lines = _lines(args.input)
@@ -172,8 +182,6 @@ def cmd_lm_generate(args) -> int:
     """Sentences are printed as they are sampled, a batch at a time: ``--n 100000000`` runs in
     constant memory and its first lines appear at once."""
     from .training import load_lm
-    from ..cli import _saved_hidden_size, set_threads
-    from ..cli import UsageError
     if args.greedy and args.n is not None and args.n > 1:
         raise UsageError(f"--greedy gives one sentence, the same every time; --n {args.n} would "
                          "repeat it (leave out --greedy to sample)")
@@ -188,7 +196,6 @@ def cmd_lm_generate(args) -> int:
 
 def cmd_lm_compare(args) -> int:
     from .training import compare
-    from ..cli import set_threads, tune_allocator
     tune_allocator()
     print(set_threads(args, args.hidden_size)["header"], flush=True)
     rows, info = compare(args.builtin, dict(epochs=args.epochs, hidden_size=args.hidden_size,

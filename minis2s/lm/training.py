@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 import grad
 from grad import optim
+from grad.nn.utils import clip_grad_norm_
 
 from ..checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, read_json, write_json
+from ..data.vocab import PAD
 from ..metrics import format_ppl, perplexity
 from ..trainer_core import RunDirectory, Trainer, default_run_dir
 from .lstm_lm import LSTMLanguageModel, pad_batch, perplexity_from_scores
@@ -45,6 +48,7 @@ class LMConfig:
     lr: float = 3e-3
     max_grad_norm: float = 5.0
     seed: int = 0
+    dtype: str = "float32"            # of the LSTM's weights and optimizer state
     out: str | None = None
     quiet: bool = False
 
@@ -139,7 +143,48 @@ def evaluate_lm(model, ids, batch_size: int = 64) -> float:
 
 def _lstm_model_config(cfg: LMConfig, vocab) -> dict:
     return dict(vocab_size=len(vocab), emb_size=cfg.emb_size, hidden_size=cfg.hidden_size,
-                num_layers=cfg.layers, dropout=cfg.dropout, pad_idx=0, tie_weights=cfg.tie_weights)
+                num_layers=cfg.layers, dropout=cfg.dropout, pad_idx=PAD, tie_weights=cfg.tie_weights)
+
+
+def build_lstm_lm(model_cfg: dict, seed: int, dtype: str = "float32") -> LSTMLanguageModel:
+    """The LSTM LM of ``model_cfg``, its weights drawn from ``seed`` and held in ``dtype``."""
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"--dtype must be float32 or float64, got {dtype!r}")
+    model = LSTMLanguageModel(**model_cfg, generator=grad.Generator(seed))
+    return model.to(dtype) if dtype != "float32" else model
+
+
+def train_step(model, optimizer, batch, cfg: LMConfig, comm=None, *, scale: float, epoch: int = 1,
+               guard=None) -> dict:
+    """One optimisation step of the LSTM LM, in the order it happens: zero the gradients ->
+    forward (teacher forcing, ``x[:-1] -> x[1:]``) -> loss -> backward -> clip -> update.
+
+    ``batch``: ``(ids (B, T) host int64, lengths (B,))`` from ``pad_batch`` (BOS ... EOS);
+    ``scale``: the number the batch's *summed* loss is divided by (the mean predicted tokens per
+    batch, so that every token weighs the same: see ``train_lstm``). ``comm``: gradients summed
+    over processes before clipping. ``guard`` and the result: as ``minis2s.train.train_step``
+    (``loss`` is per predicted token). ``epoch`` is accepted for the trainer's call, unused.
+    """
+    arr, lens = batch
+    model.train()                                                      # dropout on
+    params = [p for p in model.parameters()]
+    optimizer.zero_grad()                                              # 1. zero the gradients
+    total = model.loss(arr[:, :-1], arr[:, 1:], lens - 1, reduction="sum")  # 2. forward, 3. loss
+    n_tokens = int((lens - 1).sum())
+    loss, value = total / scale, total.item() / n_tokens               # value: nats per token
+    if guard is not None and (problem := guard.check_loss(value)):
+        return {"loss": value, "n_tokens": n_tokens, "problem": problem, "can_skip": True}
+    loss.backward()                                                    # 4. backward
+    if comm is not None:
+        comm.sum_gradients(params)
+    grad_norm = clip_grad_norm_(params, cfg.max_grad_norm).item()      # 5. clip
+    if guard is not None and (problem := guard.check_grad_norm(grad_norm)):
+        optimizer.zero_grad()
+        return {"loss": value, "n_tokens": n_tokens, "problem": problem, "can_skip": True}
+    optimizer.step()                                                   # 6. update
+    if guard is not None and (problem := guard.check_params(model.named_parameters())):
+        return {"loss": value, "n_tokens": n_tokens, "problem": problem, "can_skip": False}
+    return {"loss": value, "n_tokens": n_tokens, "grad_norm": grad_norm}
 
 
 def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = None, log=print,
@@ -153,7 +198,7 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
     from ..data.batching import make_batches
     from ..data.vocab import Vocab
     vocab = vocab if vocab is not None else Vocab.build(train, min_freq=cfg.min_freq)
-    model = LSTMLanguageModel(**_lstm_model_config(cfg, vocab), generator=grad.Generator(cfg.seed))
+    model = build_lstm_lm(_lstm_model_config(cfg, vocab), cfg.seed, cfg.dtype)
     opt = optim.Adam(model.parameters(), lr=cfg.lr)
     ids = {"train": _encode(vocab, train), "valid": _encode(vocab, valid), "test": _encode(vocab, test)}
     lengths = [len(s) for s in ids["train"]]
@@ -169,13 +214,8 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
 
     def batches(epoch):
         rng = np.random.default_rng([cfg.seed, epoch])
-        return make_batches(lengths, cfg.batch_size, True, rng)
-
-    def loss_fn(idx):
-        arr, lens = pad_batch([ids["train"][i] for i in idx])
-        total = model.loss(arr[:, :-1], arr[:, 1:], lens - 1, reduction="sum")
-        n_tokens = int((lens - 1).sum())
-        return total / per_batch, total.item() / n_tokens, n_tokens     # value: nats per token
+        return [pad_batch([ids["train"][i] for i in idx])
+                for idx in make_batches(lengths, cfg.batch_size, True, rng)]
 
     def validate():
         ce = evaluate_lm(model, ids["valid"])
@@ -185,8 +225,9 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
         return (f"epoch {record['epoch']:>2}  valid perplexity {format_ppl(record['valid_ppl'], 9, 3)}"
                 + ("  *" if improved else ""))
 
-    trainer = Trainer(model, opt, run=run, loss_fn=loss_fn, batches=batches, validate=validate,
-                      describe=describe, epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm,
+    trainer = Trainer(model, opt, run=run, batches=batches, validate=validate,
+                      step=partial(train_step, model, opt, cfg=cfg, scale=per_batch),
+                      describe=describe, epochs=cfg.epochs,
                       generators={"dropout_generator": model.dropout_generator},
                       quiet=cfg.quiet, log=log, run_info=run_info)
     if resume_from is not None:

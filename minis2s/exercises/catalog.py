@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import Exercise
+from .exercise import Exercise
 from .checking import (CheckFailed, call, expect_cases, expect_close, expect_equal,
                        gradcheck_student, library_vjp, rng)
 

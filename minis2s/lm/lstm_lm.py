@@ -16,9 +16,11 @@ import grad
 from grad import backend as B
 from grad import functional as F
 from grad import nn, ops
+from grad.nn.utils import eval_mode
 from grad.tensor import Tensor, no_grad
 
-PAD, BOS, EOS = 0, 1, 2
+from ..data.vocab import BOS, EOS, PAD  # noqa: F401  (re-exported: minis2s.lm.lstm_lm.BOS, ...)
+from ..decoding import forbid
 
 
 def pad_batch(sequences, pad: int = PAD):
@@ -90,17 +92,15 @@ class LSTMLanguageModel(nn.Module):
         Memory stays bounded whatever the length: the scores over the vocabulary are computed
         for at most ``score_cells`` (row, step, word) cells at a time, slices of steps that carry
         the LSTM state from one slice to the next (the same probabilities)."""
-        was = self.training
-        self.eval()
         results = []
-        for start in range(0, len(sentences), batch_size):
-            chunk = [[BOS] + list(s) + [EOS] for s in sentences[start:start + batch_size]]
-            if len(chunk) * max(len(c) for c in chunk) <= self.score_cells:
-                results.extend(self._score_batch(chunk))
-            else:
-                for c in chunk:
-                    results.extend(self._score_batch([c]))
-        self.train(was)
+        with eval_mode(self):
+            for start in range(0, len(sentences), batch_size):
+                chunk = [[BOS] + list(s) + [EOS] for s in sentences[start:start + batch_size]]
+                if len(chunk) * max(len(c) for c in chunk) <= self.score_cells:
+                    results.extend(self._score_batch(chunk))
+                else:
+                    for c in chunk:
+                        results.extend(self._score_batch([c]))
         return results
 
     def _score_batch(self, chunk):
@@ -130,16 +130,20 @@ class LSTMLanguageModel(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         gen = generator if generator is not None else grad.Generator(0)
-        was = self.training
-        self.eval()
+        with eval_mode(self):
+            outputs = self._sample(n, max_len, temperature, top_k, greedy, prompt, gen)
+        return [list(prompt or []) + o for o in outputs]
+
+    def _sample(self, n, max_len, temperature, top_k, greedy, prompt, gen):
+        """``generate``'s loop (in eval mode): the sampled ids of ``n`` sentences."""
         prefix = [BOS] + list(prompt or [])
         x = Tensor(B.from_numpy(np.array([prefix] * n, dtype=np.int64)))
         logits, state = self(x)
         outputs = [[] for _ in range(n)]
         done = np.zeros(n, dtype=bool)
         for _ in range(max_len):
-            last = B.to_numpy(logits.data[:, -1, :]).astype(np.float64)      # (n, V)
-            last[:, [PAD, BOS]] = -np.inf
+            last = B.to_numpy(forbid(logits.data[:, -1, :], (self.pad_idx, BOS)))  # (n, V)
+            last = last.astype(np.float64)                                 # PAD, BOS: -inf
             if greedy:
                 nxt = last.argmax(axis=1)
             else:
@@ -159,8 +163,7 @@ class LSTMLanguageModel(nn.Module):
             if done.all():
                 break
             logits, state = self(Tensor(B.from_numpy(nxt[:, None].astype(np.int64))), hx=state)
-        self.train(was)
-        return [list(prompt or []) + o for o in outputs]
+        return outputs
 
 
 def perplexity_from_scores(scores) -> float:

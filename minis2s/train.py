@@ -148,11 +148,12 @@ def train_step(model, optimizer, batch, cfg: TrainConfig, comm=None, *, epoch: i
     "grad_norm": the norm before clipping}``.
     """
     model.train()                                                      # dropout on
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
+    tf_ratio = tf_ratio_for_epoch(cfg, epoch)                          # teacher forcing, this epoch
     optimizer.zero_grad()                                              # 1. zero the gradients
     src, src_lengths, tgt_in, tgt_out = to_device(batch)               # (B, S), (B,), (B, T), (B, T)
-    total = model.loss(src, src_lengths, tgt_in, tgt_out,              # 2. forward, 3. loss
-                       tf_ratio=tf_ratio_for_epoch(cfg, epoch), generator=tf_generator,
+    total = model.loss(src, src_lengths, tgt_in, tgt_out,              # 2. forward, 3. loss (summed)
+                       tf_ratio=tf_ratio, generator=tf_generator,
                        label_smoothing=cfg.label_smoothing, reduction="sum")
     n_tokens = batch.n_tokens
     if comm is not None:

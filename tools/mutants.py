@@ -60,7 +60,7 @@ MUTANTS = [
            'gates = gates + F.linear(feed, w["w_feed"])                   # (B, 4H)',
            'gates = gates                                                  # (B, 4H)', SEQ2SEQ),
     Mutant("tf-ratio-not-passed", "minis2s/train.py",
-           "tf_ratio=tf_ratio_for_epoch(cfg, epoch), generator=tf_generator,",
+           "tf_ratio=tf_ratio, generator=tf_generator,",
            "generator=tf_generator,", TRAIN),
     Mutant("tf-generator-not-restored", "minis2s/train.py",          # nor saved: not handed over
            'generators={"dropout_generator": model.decoder.dropout_generator,\n'

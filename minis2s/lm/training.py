@@ -167,7 +167,7 @@ def train_step(model, optimizer, batch, cfg: LMConfig, comm=None, *, scale: floa
     """
     arr, lens = batch
     model.train()                                                      # dropout on
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     optimizer.zero_grad()                                              # 1. zero the gradients
     total = model.loss(arr[:, :-1], arr[:, 1:], lens - 1, reduction="sum")  # 2. forward, 3. loss
     n_tokens = int((lens - 1).sum())

@@ -1,5 +1,5 @@
 """Exercise 17, solved with the library's own greedy search (minis2s.search.greedy), driven by a
-stand-in model whose decoder step is the given `step`."""
+stand-in model whose decoder step (minis2s.decoding's interface) is the given `step`."""
 import numpy as np
 
 from grad.tensor import Tensor
@@ -7,13 +7,12 @@ from minis2s import search
 
 
 class _StepModel:
-    """Just enough of a Seq2Seq for search.greedy: encode() gives nothing, step() calls `step`."""
+    """Just enough of a model for search.greedy: the decoder-step interface around `step`."""
 
     training = False
 
-    def __init__(self, step, batch_size):
-        self.batch_size, self.decoder = batch_size, self
-        self.hidden_size, self._step = 1, step
+    def __init__(self, step):
+        self._step = step
 
     def eval(self):
         return self
@@ -21,16 +20,13 @@ class _StepModel:
     def train(self, mode=True):
         return self
 
-    def encode(self, src, src_lengths):
-        return Tensor(np.zeros((self.batch_size, 1, 1), dtype=np.float32)), None, []
+    def init_decoding(self, src, src_lengths):
+        return None                                   # `step` keeps its own state
 
-    def weights(self):
-        return None
-
-    def step(self, y, feed, states, memory, pad_mask, w):
-        return Tensor(np.asarray(self._step(y.numpy()))), feed, None
+    def decode_step(self, prev_tokens, state):
+        return Tensor(np.asarray(self._step(prev_tokens.numpy()))), state, None
 
 
 def greedy_decode(step, batch_size, max_len):
     src = np.zeros((batch_size, 1), dtype=np.int64)
-    return search.greedy(_StepModel(step, batch_size), src, np.ones(batch_size), max_len=max_len).tokens
+    return search.greedy(_StepModel(step), src, np.ones(batch_size), max_len=max_len).tokens

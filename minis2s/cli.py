@@ -8,6 +8,7 @@ a resumable checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from .cli_common import (UsageError, _Parser, _nonneg_float, _nonneg_int, _posit
                          _positive_int, _read_lines, _require_training_memory,
                          _saved_hidden_size, _unit_float, _unit_open_float, _warnings_to_stderr,
                          add_max_memory, add_reference_and_dtype, add_threads_option,
-                         check_out_dir, check_output_file, output_stream, running_mode,
+                         check_out_dir, running_mode,
                          set_threads, tune_allocator)
 from .metrics import format_ppl
 
@@ -277,6 +278,52 @@ def cmd_train(args) -> int:
                   f"({m['decoded']} sentences, {m['decoding']})")
     print(f"model saved in {result['run_dir']}  ({result['time']:.0f}s)")
     return 0
+
+
+def check_output_file(path, flag: str = "--output") -> None:
+    """An output file must be writable: checked before any work, not after it."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory, expected a file name")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag} {path}: directory {parent} does not exist")
+    target = path if os.path.exists(path) else parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{flag} {path}: not writable (permission denied on {target})")
+
+
+@contextlib.contextmanager
+def output_stream(path):
+    """Standard output, or the file ``path``. A disk error while writing (a full disk) removes
+    the partial file and is raised with ``filename`` set to ``path``."""
+    if not path:
+        try:
+            yield sys.stdout
+            sys.stdout.flush()
+        except OSError as exc:
+            exc.filename = exc.filename or "<standard output>"
+            raise
+        return
+    f = open(path, "w", encoding="utf-8")
+    try:
+        yield f
+        f.close()
+    except OSError as exc:
+        try:
+            f.close()
+        except OSError:
+            pass
+        exc.filename = exc.filename or str(path)
+        exc.minis2s_note = None
+        if os.path.isfile(path):              # a regular file (never /dev/full and the like)
+            os.unlink(path)
+            exc.minis2s_note = "the partial output was removed"
+        raise
+    except BaseException:
+        f.close()
+        raise
 
 
 def cmd_translate(args) -> int:

@@ -154,20 +154,6 @@ def check_out_dir(path, flag: str = "--out") -> None:
         raise UsageError(f"{flag} {path}: exists and is not a directory")
 
 
-def check_output_file(path, flag: str = "--output") -> None:
-    """An output file must be writable: checked before any work, not after it."""
-    if not path:
-        return
-    if os.path.isdir(path):
-        raise UsageError(f"{flag} {path}: is a directory, expected a file name")
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise UsageError(f"{flag} {path}: directory {parent} does not exist")
-    target = path if os.path.exists(path) else parent
-    if not os.access(target, os.W_OK):
-        raise UsageError(f"{flag} {path}: not writable (permission denied on {target})")
-
-
 def _require_training_memory(what: str, n_params: int, optimizer: str) -> None:
     """Refuse model sizes whose training cannot fit, before the data is read. The parameters are
     counted at the smallest vocabulary, so the estimate is a lower bound."""
@@ -192,38 +178,6 @@ def _read_lines(path, lazy: bool = False):
         # the line of <stdin>, never a silent <unk>; a UTF-8 byte-order mark is dropped.
         lines = iter_text_lines(binary, "<stdin>")
     return lines if lazy else list(lines)
-
-
-@contextlib.contextmanager
-def output_stream(path):
-    """Standard output, or the file ``path``. A disk error while writing (a full disk) removes
-    the partial file and is raised with ``filename`` set to ``path``."""
-    if not path:
-        try:
-            yield sys.stdout
-            sys.stdout.flush()
-        except OSError as exc:
-            exc.filename = exc.filename or "<standard output>"
-            raise
-        return
-    f = open(path, "w", encoding="utf-8")
-    try:
-        yield f
-        f.close()
-    except OSError as exc:
-        try:
-            f.close()
-        except OSError:
-            pass
-        exc.filename = exc.filename or str(path)
-        exc.minis2s_note = None
-        if os.path.isfile(path):              # a regular file (never /dev/full and the like)
-            os.unlink(path)
-            exc.minis2s_note = "the partial output was removed"
-        raise
-    except BaseException:
-        f.close()
-        raise
 
 
 def _saved_hidden_size(run_dir):

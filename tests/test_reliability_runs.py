@@ -334,7 +334,7 @@ def test_lm_resume_refuses_options_it_would_ignore(tmp_path, runs_of_each_kind):
     shutil.copytree(runs_of_each_kind / "lm-lstm", tmp_path / "d")
     r = run(["lm", "train", "--resume", "d", "--hidden-size", "64"], tmp_path)
     assert r.returncode == 2
-    assert "only --epochs, --quiet, --threads and --max-memory can be given, not --hidden-size" in _one_error_line(r.stderr)
+    assert "only --epochs, --quiet, --threads, --max-memory and --reference can be given, not --hidden-size" in _one_error_line(r.stderr)
 
 
 def test_lm_resume_refuses_a_checkpoint_without_a_trainer_state(tmp_path, runs_of_each_kind):

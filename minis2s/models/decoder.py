@@ -58,7 +58,8 @@ class Decoder(nn.Module):
                gates_emb_t: Tensor | None = None):
         """ONE decoder step, the body of both ``forward`` and ``step``.
 
-        ``emb_t``: ``emb(y_{t-1})`` ``(B, E)``; ``feed``: ``h~_{t-1}`` ``(B, H)``; ``states``: one
+        ``emb_t``: ``emb(y_{t-1})`` ``(B, E)`` (None on the fast path when ``gates_emb_t`` is
+        given); ``feed``: ``h~_{t-1}`` ``(B, H)``; ``states``: one
         packed ``[h | c]`` ``(B, 2H)`` per layer, replaced in place by the new ones; ``memory``
         ``(B, S, H)`` and ``pad_mask`` ``(B, S)`` from the encoder; ``w``: ``self.weights()``.
         ``gates_emb_t`` (fast path only): layer 0's embedding share ``W_emb emb_t + b``
@@ -155,11 +156,13 @@ class Decoder(nn.Module):
         sampling = tf_ratio < 1.0
         gen = generator if generator is not None else B.default_generator
         for t in range(n_steps):
-            emb_t = emb[:, t]                                              # (B, E) emb(y_{t-1})
-            gates_t = None if gates_emb is None else gates_emb[t]          # (B, 4H)
-            if sampling and t > 0:
+            if sampling and t > 0:    # some rows feed their own previous prediction
                 emb_t = self._sampled_embedding(tgt_in[:, t], step_logits[-1], tf_ratio, gen)
                 gates_t = None
+            elif gates_emb is not None:                                    # fast path
+                emb_t, gates_t = None, gates_emb[t]                        # (B, 4H) precomputed
+            else:
+                emb_t, gates_t = emb[:, t], None                           # (B, E) emb(y_{t-1})
             feed, a = self.decode(emb_t, feed, states, memory, pad_mask, w, gates_t)  # (B, H)
             h_tildes.append(feed)
             if a is not None:

@@ -308,3 +308,20 @@ def test_clip_grad_norm_uses_only_calls_cupy_accepts(monkeypatch):
         norm = nn.utils.clip_grad_norm_([a], max_norm=1.0)
         assert norm.item() == pytest.approx(5.0)
         np.testing.assert_allclose(a.grad, [0.6, 0.8], rtol=1e-5)
+
+
+def test_eval_mode_restores_the_mode_it_found_even_after_an_error():
+    from grad.nn.utils import eval_mode
+    layer = grad.nn.Dropout(0.5)
+    with eval_mode(layer) as m:
+        assert m is layer and not layer.training
+    assert layer.training
+    layer.eval()
+    with eval_mode(layer):
+        assert not layer.training
+    assert not layer.training                         # it was in eval mode: stays there
+    layer.train()
+    with pytest.raises(RuntimeError):
+        with eval_mode(layer):
+            raise RuntimeError("boom")
+    assert layer.training

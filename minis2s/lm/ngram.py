@@ -54,9 +54,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..data.vocab import SPECIALS
 from ..metrics import perplexity as _perplexity
 
-BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+BOS, EOS, UNK = SPECIALS[1:4]          # the n-gram model counts token strings: "<s>", "</s>", "<unk>"
 SMOOTHINGS = ("kneser-ney", "add-k")
 _FORMAT, _VERSION = "minis2s-ngram", 1
 

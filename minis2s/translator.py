@@ -186,6 +186,8 @@ def load(run_dir, checkpoint: str = "best") -> Translator:
     except (TypeError, MemoryLimitError) as exc:
         raise CheckpointError(f"{config_path}: invalid model config ({exc})") from exc
     state = load_checkpoint(path, model=model)    # names and shapes checked before data is read
+    if {str(a.dtype) for a in state["model"].values()} == {"float64"}:
+        model.to("float64")                       # a --dtype float64 run decodes in float64
     try:
         model.load_state_dict(state["model"])
     except ValueError as exc:

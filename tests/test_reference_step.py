@@ -131,6 +131,7 @@ def test_train_with_reference_and_float64_then_resume_in_fast_mode(tmp_path, mon
     resume, refused as a change on resume); ``--reference`` is how a process runs (recorded in
     log.jsonl, not a setting): the run resumes without it."""
     import json
+    import minis2s
     from minis2s import cli
     from minis2s.checkpoint import load_checkpoint
     monkeypatch.chdir(tmp_path)
@@ -151,6 +152,11 @@ def test_train_with_reference_and_float64_then_resume_in_fast_mode(tmp_path, mon
     capsys.readouterr()
     assert cli.main(["train", "--resume", "run", "--epochs", "3", "--dtype", "float32"]) == 2
     assert "not --dtype" in capsys.readouterr().err
+    translator = minis2s.load(tmp_path / "run")              # decodes in the run's dtype
+    assert {str(p.dtype) for p in translator.model.parameters()} == {"float64"}
+    (tmp_path / "in.txt").write_text("1 Jan 2000\n", encoding="utf-8")
+    assert cli.main(["translate", "--model", "run", "--input", "in.txt"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1               # one translation line
 
 
 def test_lm_train_with_reference_and_float64_then_resume_in_fast_mode(tmp_path, monkeypatch):
@@ -167,3 +173,7 @@ def test_lm_train_with_reference_and_float64_then_resume_in_fast_mode(tmp_path, 
     assert [r.get("reference_mode") for r in log] == [True, None]
     ckpt = load_checkpoint(tmp_path / "run" / "last.npz")
     assert {a.dtype for a in ckpt["model"].values()} == {np.dtype("float64")}
+    from minis2s.lm.training import load_lm
+    loaded = load_lm(tmp_path / "run")
+    assert {str(p.dtype) for p in loaded.model.parameters()} == {"float64"}
+    assert len(loaded.generate(2, max_len=5)) == 2

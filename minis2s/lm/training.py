@@ -383,7 +383,10 @@ def load_lm(run_dir) -> LoadedLM:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: unusable model entry ({exc})") from exc
     try:                            # names and shapes checked before any data is read
-        model.load_state_dict(load_checkpoint(path, model=model)["model"])
+        weights = load_checkpoint(path, model=model)["model"]
+        if {str(a.dtype) for a in weights.values()} == {"float64"}:
+            model.to("float64")     # a --dtype float64 run scores and samples in float64
+        model.load_state_dict(weights)
     except ValueError as exc:
         if isinstance(exc, CheckpointError):
             raise

@@ -24,6 +24,9 @@ setup(
         # CUDA 12; for CUDA 13 install cupy-cuda13x instead (see docs/backends.md).
         "gpu": ["cupy-cuda12x>=14.1"],
         "oracle": ["torch", "sacrebleu", "nltk"],
+        # data-parallel training (docs/distributed.md): mpi4py and MPICH's wheel (mpiexec and
+        # the library; no system MPI or compiler needed)
+        "mpi": ["mpi4py", "mpich"],
     },
     entry_points={"console_scripts": ["minis2s=minis2s.cli:main"]},
     classifiers=[

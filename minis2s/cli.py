@@ -18,9 +18,9 @@ from . import __version__
 from .cli_common import (UsageError, _Parser, _nonneg_float, _nonneg_int, _positive_float,  # noqa: F401
                          _positive_int, _read_lines, _require_training_memory,
                          _saved_hidden_size, _unit_float, _unit_open_float, _warnings_to_stderr,
-                         add_max_memory, add_reference_and_dtype, add_threads_option,
-                         check_out_dir, running_mode,
-                         set_threads, tune_allocator)
+                         add_check_every_option, add_max_memory, add_reference_and_dtype,
+                         add_threads_option, check_out_dir, print_data_parallel, running_mode,
+                         saved_train_value, set_threads, tune_allocator)
 from .metrics import format_ppl
 
 
@@ -103,6 +103,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                           "(needs PyYAML) of option names and values; flags override it "
                           "(default: none)")
     add_threads_option(run)
+    add_check_every_option(run)
     add_max_memory(run)
     t.set_defaults(func=cmd_train)
     if train_defaults:
@@ -225,7 +226,7 @@ def _train_config(args):
 # A resumed run keeps the data, model and optimisation settings it was started with; only these
 # may be given again.
 _RESUME_OPTIONS = {"resume", "epochs", "quiet", "device", "threads", "max_memory", "reference",
-                   "command", "func", "config"}
+                   "command", "func", "config", "check_every"}
 
 
 def _check_resume_options(args) -> None:
@@ -260,13 +261,21 @@ def cmd_train(args) -> int:
     _use_device(cfg.device)
     hidden = _saved_hidden_size(args.resume) if args.resume else cfg.hidden_size
     threads = set_threads(args, hidden)
-    print(threads["header"], flush=True)
+    from .distributed import world
+    comm = world()
     run_info = {"blas_threads": threads["blas_threads"], "threads_reason": threads["threads_reason"]}
+    if comm is None:
+        print(threads["header"], flush=True)
+    else:
+        print_data_parallel(saved_train_value(args.resume, "batch_size", cfg.batch_size)
+                            if args.resume else cfg.batch_size, threads)
+        run_info["ranks"] = comm.size
     if args.reference:
         run_info["reference_mode"] = True   # how this process ran (log.jsonl), not a setting
         print("reference mode: every fused fast path runs its composed reference", flush=True)
     with _warnings_to_stderr(), running_mode(args.reference):
-        result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True), run_info=run_info)
+        result = fit(cfg, resume=args.resume, log=lambda m: print(m, flush=True), run_info=run_info,
+                     comm=comm)
     labelled = False
     for name, m in result.items():
         if isinstance(m, dict):
@@ -535,27 +544,103 @@ def _apply_config(argv, args):
     return build_parser(_config_defaults(args.config)).parse_args(argv)
 
 
+# The commands that run data-parallel under mpiexec / srun (minis2s.distributed).
+DATA_PARALLEL_COMMANDS = ("train", "lm train")
+
+
 def main(argv=None) -> int:
+    from . import distributed
+    distributed.limit_blas_before_numpy()      # before NumPy loads its BLAS
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    launch = distributed.detect_launch()
+    if distributed.is_parallel_launch(launch):
+        return _main_data_parallel(args, argv, launch)
+    return _main(args, argv)
+
+
+def _main_data_parallel(args, argv, launch) -> int:
+    """``main`` as one rank of an MPI job. Rank 0 alone prints; the others keep their standard
+    error to show it only if they fail alone. A failure every rank reaches together (a
+    divergence, a checksum difference, an interrupt the ranks agreed on) ends each rank with the
+    exit code; any other failure ends the whole job with ``MPI_Abort`` and that exit code, so no
+    rank is left waiting in a collective."""
+    import io
+    import time
+    from . import distributed
+    command = " ".join(x for x in (args.command, getattr(args, "lm_command", None)) if x)
+    if command not in DATA_PARALLEL_COMMANDS:
+        if launch.rank == 0:
+            print(f"minis2s: error: 'minis2s {command}' does not run data-parallel; run it without "
+                  f"{launch.launcher} (only {' and '.join(DATA_PARALLEL_COMMANDS)} do)", file=sys.stderr)
+        return 2
+    try:
+        comm = distributed.init()
+    except distributed.LaunchError as exc:
+        if launch.rank == 0:
+            print(f"minis2s: error: {exc}", file=sys.stderr)
+        return 2
+    if comm is None:                           # one rank: a plain run
+        return _main(args, argv)
+    held = None
+    if not comm.is_root:
+        sys.stdout = open(os.devnull, "w")
+        held = sys.stderr = io.StringIO()
+    failure = _FAILURES
+    try:
+        code = _main(args, argv)
+    except BaseException:                      # a bug (a traceback), or MINIS2S_DEBUG's raise
+        import traceback
+        traceback.print_exc()
+        code, failure[:] = 1, []
+    if code == 0:
+        return 0
+    if failure and getattr(failure[-1], "collective", False):
+        return code                            # every rank stops here, together
+    sys.stdout.flush()
+    if held is not None:                       # let rank 0 report a failure they all share
+        time.sleep(5)
+        os.write(2, "".join(f"[rank {comm.rank}] {line}\n"
+                            for line in held.getvalue().splitlines()).encode("utf-8", "replace"))
+    else:
+        sys.stderr.flush()
+    comm.abort(code)
+    return code
+
+
+# The exceptions that ended commands in this process (``_recorded``): a data-parallel rank asks
+# whether the last one was collective (raised on every rank together).
+_FAILURES: list = []
+
+
+def _recorded(args) -> int:
+    try:
+        return args.func(args)
+    except BaseException as exc:
+        _FAILURES.append(exc)
+        raise
+
+
+def _main(args, argv) -> int:
     from .memory import set_limit
     set_limit(getattr(args, "max_memory", None))
     if os.environ.get("MINIS2S_DEBUG"):
         if getattr(args, "config", None):
             args = _apply_config(argv, args)
-        return args.func(args)
+        return _recorded(args)
+    from .distributed import RanksDiverged
     from .train import TrainingError
     try:
         if getattr(args, "config", None):
             args = _apply_config(argv, args)
-        return args.func(args)
+        return _recorded(args)
     except KeyboardInterrupt as exc:      # Ctrl-C, or trainer_core.Interrupted (SIGINT/SIGTERM)
         print(f"minis2s: {getattr(exc, 'message', 'interrupted')}", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
-    except TrainingError as exc:
+    except (TrainingError, RanksDiverged) as exc:
         print(f"minis2s: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:

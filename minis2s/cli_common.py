@@ -97,7 +97,13 @@ class _Parser(argparse.ArgumentParser):
 def _warnings_to_stderr():
     """Show the library's warnings (skipped lines, dropped pairs, unknown tokens, truncation) as
     ``minis2s: warning: ...`` lines on stderr, every time they occur."""
+    from .distributed import world
+    comm = world()
     with warnings.catch_warnings():
+        if comm is not None and not comm.is_root:      # rank 0 says it once for all ranks
+            warnings.simplefilter("ignore")
+            yield
+            return
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"minis2s: warning: {msg}", file=sys.stderr)
         yield
@@ -112,9 +118,39 @@ def add_threads_option(parser) -> None:
 
 
 def set_threads(args, hidden_size=None) -> dict:
-    """Apply ``--threads``; returns the choice (minis2s.threads.apply_threads)."""
+    """Apply ``--threads``; returns the choice (minis2s.threads.apply_threads). In a
+    data-parallel run ``auto`` is the cores this rank may use / the ranks on its node."""
+    from .distributed import world
     from .threads import apply_threads
-    return apply_threads(getattr(args, "threads", "auto"), hidden_size)
+    comm = world()
+    return apply_threads(getattr(args, "threads", "auto"), hidden_size,
+                         local_ranks=comm.local_size if comm is not None else 1)
+
+
+def add_check_every_option(parser) -> None:
+    """``--check-every N``: data-parallel runs compare the ranks' parameter checksums."""
+    parser.add_argument("--check-every", type=_positive_int, default=100, metavar="N",
+                        help="data-parallel (mpiexec) runs: compare the ranks' parameter checksums "
+                             "every N steps (and at every checkpoint); a difference stops the run")
+
+
+def print_data_parallel(batch_size, threads) -> None:
+    """Rank 0's line about a data-parallel run (nothing in a single-process run)."""
+    from .distributed import world
+    comm = world()
+    if comm is not None:
+        print(comm.header(batch_size, threads["blas_threads"]), flush=True)
+        print(f"  BLAS threads per rank: {threads['threads_reason']} (--threads N to override)",
+              flush=True)
+
+
+def saved_train_value(run_dir, key, default=None):
+    """A ``train`` setting of the run in ``run_dir`` (``default`` when unreadable)."""
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            return json.load(f)["train"].get(key, default)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return default
 
 
 def tune_allocator() -> None:

@@ -13,6 +13,9 @@ the measured table). So ``auto`` looks before it leaps:
 
 ``auto`` = min(idle cores, allowed cores), at least 1, and 1 for small models. The choice is set
 through ``grad.backend.set_num_threads`` (threadpoolctl) and printed by the command.
+
+One rank of a data-parallel run (``mpiexec -n N``, docs/distributed.md) takes under ``auto`` its
+share of the node instead: allowed cores / ranks on the node, at least 1.
 """
 from __future__ import annotations
 
@@ -76,12 +79,19 @@ def idle_cores(window: float = WINDOW_S) -> float:
     return min(float(len(cpus)), max(0.0, len(cpus) - busy_cores))
 
 
-def choose_threads(spec: str | int, hidden_size: int | None = None) -> tuple[int, str]:
-    """``(threads, reason)`` for ``--threads spec`` ("auto" or a positive count)."""
+def choose_threads(spec: str | int, hidden_size: int | None = None,
+                   local_ranks: int = 1) -> tuple[int, str]:
+    """``(threads, reason)`` for ``--threads spec`` ("auto" or a positive count). One rank of
+    ``local_ranks`` > 1 data-parallel ranks on this node takes, under ``auto``, its share of the
+    cores: cores / ranks, at least 1 (the ranks are the busy processes; measuring idle cores
+    while they start would only see each other)."""
     if spec != "auto":
         n = int(spec)
         return n, "--threads"
     cores = allowed_cores()
+    if local_ranks > 1:
+        n = max(1, cores // local_ranks)
+        return n, f"auto: {cores} cores / {local_ranks} ranks on this node"
     if hidden_size is not None and hidden_size < SMALL_HIDDEN:
         return 1, f"auto: hidden size {hidden_size} < {SMALL_HIDDEN}, a second thread gains little"
     idle = idle_cores()
@@ -89,11 +99,11 @@ def choose_threads(spec: str | int, hidden_size: int | None = None) -> tuple[int
     return n, f"auto: {idle:.1f} of {cores} cores idle"
 
 
-def apply_threads(spec: str | int, hidden_size: int | None = None) -> dict:
+def apply_threads(spec: str | int, hidden_size: int | None = None, local_ranks: int = 1) -> dict:
     """Choose and set the BLAS thread count; returns what to print and to log: ``{"threads":
     requested, "blas_threads": what the BLAS reports now, "reason": ..., "header": line}``."""
     from grad import backend
-    n, reason = choose_threads(spec, hidden_size)
+    n, reason = choose_threads(spec, hidden_size, local_ranks)
     backend.set_num_threads(n)
     reported = backend.get_num_threads()
     word = "thread" if reported == 1 else "threads"

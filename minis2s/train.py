@@ -20,7 +20,6 @@ optimizer step. ``evaluate`` scores a split. With ``grad.reference_mode()`` arou
 from __future__ import annotations
 
 import time
-from functools import partial
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -93,6 +92,7 @@ class TrainConfig:
     n_valid: int | None = None
     n_test: int | None = None
     valid_decode_limit: int | None = 1000  # sentences decoded per validation (None: all)
+    check_every: int = 100                 # data-parallel: steps between parameter checksums
     extra: dict = field(default_factory=dict)
 
 
@@ -209,32 +209,48 @@ def make_evaluator(model) -> Engine:
 
 @no_grad()
 def evaluate(model, prep: Prepared, split: str, batch_size: int = 128, decode_limit=None,
-             beam_size: int = 1, max_len: int | None = None, length_penalty: float = 0.0) -> dict:
+             beam_size: int = 1, max_len: int | None = None, length_penalty: float = 0.0,
+             comm=None) -> dict:
     """Cross-entropy and perplexity per target token (teacher-forced, PAD excluded, EOS
     counted) and token accuracy over the WHOLE split, from one run of the evaluator engine
     (``make_evaluator``); exact match and BLEU of greedy (or beam) outputs on the first
     ``decode_limit`` sentences (``decoding`` in the result says how they were decoded).
-    The figures are ``minis2s.metrics.CorpusStats``'s."""
+    The figures are ``minis2s.metrics.CorpusStats``'s.
+
+    With ``comm`` (a data-parallel run) the ranks share the work: each scores every N-th batch
+    and decodes every N-th chunk of sentences; the sums are added up and the outputs gathered,
+    so every rank returns the figures of the whole split."""
     with eval_mode(model):
         return _evaluate(model, prep, split, batch_size, decode_limit, beam_size, max_len,
-                         length_penalty)
+                         length_penalty, comm)
 
 
-def _evaluate(model, prep, split, batch_size, decode_limit, beam_size, max_len, length_penalty):
+def _evaluate(model, prep, split, batch_size, decode_limit, beam_size, max_len, length_penalty,
+              comm=None):
     from .data.batching import collate, make_batches
     from .metrics import corpus_bleu, decoding_label
     src_ids, tgt_ids = prep.ids[split]
     n = len(src_ids)
     lengths = [max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids)]
-    batches = [collate(src_ids, tgt_ids, idx) for idx in make_batches(lengths, batch_size, shuffle=False)]
-    sums = make_evaluator(model).run(batches, max_epochs=1).metrics
+    positions = make_batches(lengths, batch_size, shuffle=False)
+    if comm is not None:                 # every N-th batch is this rank's
+        positions = positions[comm.rank::comm.size]
+    batches = [collate(src_ids, tgt_ids, idx) for idx in positions]
+    sums = (make_evaluator(model).run(batches, max_epochs=1).metrics if batches
+            else {"nll": 0.0, "tokens": 0, "correct": 0})
+    if comm is not None:                 # the sums over every rank's batches
+        nll, tokens, correct = comm.sum_values([sums["nll"], sums["tokens"], sums["correct"]])
+        sums = {"nll": nll, "tokens": int(tokens), "correct": int(correct)}
     stats = CorpusStats(nll_sum=sums["nll"], n_tokens=sums["tokens"], n_correct=sums["correct"])
     metrics = {"loss": stats.cross_entropy, "ppl": stats.perplexity, "token_acc": stats.token_accuracy}
     limit = n if decode_limit is None else min(n, decode_limit)
-    hyps, refs = [], []
+    hyps, refs, decoded = [], [], []
     order = list(range(limit))
     max_len = max_len or (max((len(t) for t in tgt_ids[:limit]), default=1) + 5)
-    for start in range(0, limit, batch_size):
+    starts = list(range(0, limit, batch_size))
+    if comm is not None:
+        starts = starts[comm.rank::comm.size]
+    for start in starts:
         idx = order[start:start + batch_size]
         batch = collate(src_ids, tgt_ids, idx)
         if beam_size > 1:
@@ -246,6 +262,10 @@ def _evaluate(model, prep, split, batch_size, decode_limit, beam_size, max_len, 
         for row, i in zip(tokens, idx):
             hyps.append(prep.tgt_vocab.decode(row.tolist()))
             refs.append(prep.tgt_vocab.decode(tgt_ids[i]))
+            decoded.append(i)
+    if comm is not None:         # every rank's chunks, back in sentence order
+        rows = sorted(row for part in comm.allgather(list(zip(decoded, hyps, refs))) for row in part)
+        hyps, refs = [h for _, h, _ in rows], [r for _, _, r in rows]
     metrics["exact_match"] = sum(h == r for h, r in zip(hyps, refs)) / max(limit, 1)
     metrics["bleu"] = corpus_bleu(hyps, refs) if limit else 0.0
     metrics["decoded"] = limit
@@ -255,20 +275,30 @@ def _evaluate(model, prep, split, batch_size, decode_limit, beam_size, max_len, 
 
 
 # =============================================================================== training
-def fit(cfg: TrainConfig, resume: str | None = None, log=print, run_info: dict | None = None) -> dict:
+def fit(cfg: TrainConfig, resume: str | None = None, log=print, run_info: dict | None = None,
+        comm=None) -> dict:
     """Train a model as ``cfg`` says (or continue the run in ``resume``); returns a summary with
     the test metrics and the run directory. ``run_info`` (e.g. the BLAS thread count) is
     recorded in every log.jsonl line; it describes how this process ran, not the model, so a
     run may resume with other values. The directory rules, the lock, signals, checkpoints and
-    resume are the trainer core's (``minis2s.trainer_core``)."""
+    resume are the trainer core's (``minis2s.trainer_core``).
+
+    ``comm`` (``minis2s.distributed.Communicator``): a data-parallel run, this process being one
+    of its ranks. Rank 0 alone takes the directory (lock, checks, every write); the others follow
+    it (``RunDirectory(follower=True)``) in the directory rank 0 chose."""
     if cfg.device == "cuda":
         B.use("cupy")          # raises a clear BackendError when no GPU is usable
-    if resume:
+    if comm is not None and not comm.is_root:
+        path = comm.bcast(None)          # rank 0's directory, once rank 0 holds it
+        run = RunDirectory(path, "seq2seq", resume=bool(resume), follower=True)
+    elif resume:
         run = RunDirectory(resume, "seq2seq", resume=True)
     else:
         run = RunDirectory(_new_run_dir(cfg), "seq2seq", settings=asdict(cfg))
     with run:
-        return _fit_locked(cfg, run, log, run_info or {})
+        if comm is not None and comm.is_root:
+            comm.bcast(str(run.path))
+        return _fit_locked(cfg, run, log, run_info or {}, comm)
 
 
 def _new_run_dir(cfg: TrainConfig) -> Path:
@@ -296,7 +326,7 @@ def _resume_epochs(given: int | None, ckpt_path: Path, configured) -> int:
     return epochs
 
 
-def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dict:
+def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict, comm=None) -> dict:
     start_time = time.time()
     run_dir, ckpt_path = run.path, None
     if run.resume:
@@ -314,7 +344,7 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
     model = build_model(model_cfg, cfg.seed, cfg.dtype)
     tf_gen = grad.Generator(cfg.seed + 1)
     optimizer = make_optimizer(cfg, model)
-    if not run.resume:         # the run's description first (a kill after it: a clean restart)
+    if not run.resume and run.writes:   # the run's description first (a kill after it: a clean restart)
         write_json(run_dir / "config.json", {"format_version": FORMAT_VERSION, "kind": "seq2seq",
                                              "model": model_cfg, "data": prep.data_config(),
                                              "train": asdict(cfg)})
@@ -325,10 +355,17 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
     from .data.batching import collate, make_batches
 
     def epoch_batches(epoch):
-        """The epoch's batches: shuffled from a generator seeded by (seed, epoch), so a resumed
-        run rebuilds exactly the order it was in."""
+        """The epoch's batches (lists of example positions, collated by ``step``): shuffled
+        from a generator seeded by (seed, epoch), so a resumed run rebuilds exactly the order it
+        was in, and every rank of a data-parallel run builds the same global batches."""
         rng = np.random.default_rng([cfg.seed, epoch])
-        return [collate(src_ids, tgt_ids, idx) for idx in make_batches(lengths, cfg.batch_size, True, rng)]
+        return make_batches(lengths, cfg.batch_size, True, rng)
+
+    def step(idx, **kwargs):
+        """``train_step`` on the batch of the example positions ``idx`` (with ``comm``: this
+        rank's shard of the global batch)."""
+        return train_step(model, optimizer, collate(src_ids, tgt_ids, idx), cfg,
+                          tf_generator=tf_gen, **kwargs)
 
     def describe(record, improved):
         return (f"epoch {record['epoch']:>2}  train ppl {format_ppl(record['train_ppl'])}  valid ppl "
@@ -336,16 +373,17 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
                 f"exact {100 * record['valid_exact_match']:5.1f}%  BLEU {record['valid_bleu']:5.1f}"
                 f"  ({record['time']:.0f}s)" + ("  *" if improved else ""))
 
-    trainer = Trainer(model, optimizer, run=run, batches=epoch_batches,
-                      step=partial(train_step, model, optimizer, cfg=cfg, tf_generator=tf_gen),
-                      validate=lambda: evaluate(model, prep, "valid", decode_limit=cfg.valid_decode_limit),
-                      describe=describe, epochs=cfg.epochs,
+    trainer = Trainer(model, optimizer, run=run, batches=epoch_batches, step=step,
+                      validate=lambda: evaluate(model, prep, "valid", decode_limit=cfg.valid_decode_limit,
+                                                comm=comm),
+                      describe=describe, epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm,
                       nan_policy=cfg.nan_policy, skip_option=True,
                       select=cfg.select_metric, higher_is_better=cfg.select_metric != "loss",
                       patience=cfg.patience, lr_for_epoch=lambda epoch: _lr_for_epoch(cfg, epoch),
                       generators={"dropout_generator": model.decoder.dropout_generator,
                                   "tf_generator": tf_gen},
-                      quiet=cfg.quiet, log=log, run_info=run_info)
+                      quiet=cfg.quiet, log=log, run_info=run_info, comm=comm,
+                      check_every=cfg.check_every, seed=cfg.seed)
     if ckpt_path is not None:  # checked against this model and optimizer; a mismatch names it
         ts = trainer.restore(ckpt_path)
         log(f"resuming {run_dir} at epoch {ts['epoch']}, iteration {ts['iteration']}")
@@ -354,12 +392,15 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict) -> dic
     trainer.fit()
 
     # ------------------------------------------------------------------ final test
-    best = load_checkpoint(run_dir / "best.npz") if (run_dir / "best.npz").exists() else None
-    if best is not None:
-        model.load_state_dict(best["model"])
+    if run.writes:             # rank 0 reads the best weights; the other ranks receive them
+        best = load_checkpoint(run_dir / "best.npz") if (run_dir / "best.npz").exists() else None
+        if best is not None:
+            model.load_state_dict(best["model"])
+    if comm is not None:
+        comm.broadcast_parameters(model.parameters())
     split = "test" if "test" in prep.ids else "valid"
     result = {"run_dir": str(run_dir), "split": split, "time": time.time() - start_time}
     with trainer.guard.run():
         for name in [s for s in prep.ids if s.startswith("test")] or [split]:
-            result[name] = evaluate(model, prep, name, decode_limit=None)
+            result[name] = evaluate(model, prep, name, decode_limit=None, comm=comm)
     return result

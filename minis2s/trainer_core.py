@@ -7,7 +7,8 @@ validation figures; everything else is here, once::
                    its first checkpoint starts clean), and left as it was when a run fails
                    before its first checkpoint
     StopSignals    SIGINT and SIGTERM: stop at a batch boundary, save, exit 130 / 143; a second
-                   signal waits for the save, a third aborts at once
+                   signal waits for the save, a third aborts at once (data-parallel: the ranks
+                   agree at each step, so all stop at the same one)
     Trainer        epochs of optimisation steps on the ``Engine``: the divergence guard
                    (``minis2s.guard``), clipping, validation, best/last checkpoints in a kill-safe
                    order, resume, early stopping
@@ -35,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from grad import backend as B
+from grad.nn.utils import clip_grad_norm_
 
 from .checkpoint import CheckpointError, append_line, atomic_write, read_json, save_checkpoint
 from .engine import Engine, Events
@@ -51,7 +53,7 @@ RUN_FILES = ("config.json", "src_vocab.json", "tgt_vocab.json", "train_sources.n
 CHECKPOINTS = ("last.npz", "best.npz", "ngram.json")
 # Options that may differ between a run and the command that finds it: they change neither the
 # model nor the data nor the optimisation (``--epochs`` is the total a resume goes to).
-NOT_SETTINGS = ("epochs", "quiet", "out", "device")
+NOT_SETTINGS = ("epochs", "quiet", "out", "device", "check_every")
 
 
 class RunDirError(ValueError):
@@ -221,10 +223,15 @@ class RunDirectory:
     interrupt) removes every file it wrote, the lock file and the directories it created, so a
     failed run leaves nothing behind. A run with a checkpoint keeps everything."""
 
-    def __init__(self, path, kind: str, settings: dict | None = None, resume: bool = False):
+    def __init__(self, path, kind: str, settings: dict | None = None, resume: bool = False,
+                 follower: bool = False):
         if kind not in KINDS:
             raise ValueError(f"unknown run kind {kind!r}")
         self.path, self.kind, self.settings, self.resume = Path(path), kind, settings, resume
+        # A follower (rank > 0 of a data-parallel run) reads the directory but never locks,
+        # checks or writes it: rank 0 alone does, and the followers wait for it at a barrier.
+        self.follower = follower
+        self.writes = not follower
         self.signals = StopSignals(self.last_checkpoint_note)
         self._lock = RunLock(self.path)
         self._created: list[Path] = []
@@ -252,6 +259,8 @@ class RunDirectory:
     # ------------------------------------------------------------------ enter / exit
     def __enter__(self):
         self.signals.install()
+        if self.follower:
+            return self
         try:
             self._created = _missing_dirs(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
@@ -269,6 +278,8 @@ class RunDirectory:
 
     def __exit__(self, exc_type, exc, tb):
         self.signals.restore()           # from here on, a signal acts as it would without us
+        if self.follower:
+            return False
         failed_early = exc_type is not None and not self.resume and not self.has_checkpoint()
         if failed_early:
             for name in RUN_FILES:
@@ -410,14 +421,22 @@ class Trainer:
     ``last.npz`` (the resume point) is written last at the end of an epoch, so a kill at any
     instant re-runs at most that epoch, identically. A stop signal saves a mid-epoch ``last.npz``
     and raises ``Interrupted``. With ``run=None`` (``lm compare``) nothing is written and the
-    best weights are kept in memory."""
+    best weights are kept in memory.
+
+    Data-parallel (``comm``, a ``minis2s.distributed.Communicator``): each step runs on this
+    rank's shard of the global batch (``_step_distributed``: ``step(shard, comm=comm, ...)``
+    divides by the global token count and sums the gradients over the ranks); the ranks start from rank 0's parameters, compare
+    parameter checksums every ``check_every`` steps and before every checkpoint, and stop
+    together. Only a ``run`` that ``writes`` (rank 0's) writes files; the others wait at a
+    barrier after each epoch's checkpoints. ``seed`` seeds the ranks' random streams."""
 
     def __init__(self, model, optimizer, *, step, batches, validate, describe, epochs: int,
                  run: RunDirectory | None = None, nan_policy: str = "stop",
                  skip_option: bool = False, select: str = "loss",
                  higher_is_better: bool = False, patience: int | None = None, lr_for_epoch=None,
                  generators: dict | None = None, quiet: bool = False, log=print,
-                 run_info: dict | None = None):
+                 run_info: dict | None = None, comm=None, check_every: int = 100, seed: int = 0,
+                 max_grad_norm: float | None = None):
         self.model, self.optimizer, self.run = model, optimizer, run
         self.step, self.batches, self.validate, self.describe = step, batches, validate, describe
         self.epochs = epochs
@@ -427,6 +446,12 @@ class Trainer:
         self.log, self.run_info = log, dict(run_info or {})      # run_info: added to log lines
         self.params = list(model.parameters())
         self.guard = DivergenceGuard()
+        # Data-parallel (minis2s.distributed): the communicator, the steps between parameter
+        # checksum comparisons, the seed the ranks' random streams derive from, and the stop
+        # decision the ranks took together at the last step.
+        self.comm, self.check_every, self.seed = comm, check_every, seed
+        self.max_grad_norm = max_grad_norm       # the clipping of an empty shard's step
+        self._stop_all = False
         self.best_state = None             # in-memory best weights when run is None
         self.tracker = {"best": None, "bad_epochs": 0, "skipped": 0, "epoch_nll": 0.0,
                         "epoch_tokens": 0, "epoch_gnorm": 0.0, "epoch_steps": 0,
@@ -479,28 +504,85 @@ class Trainer:
         self.engine.load_state_dict({"epoch": ts["epoch"], "iteration": ts["iteration"],
                                      "iteration_in_epoch": ts["iteration_in_epoch"],
                                      "max_epochs": self.epochs})
-        if self.run is not None:
+        if self.run is not None and self.run.writes:
             trim_log(self.run.path / "log.jsonl", ts["iteration"])
         return ts
 
     def _save(self, name: str, state: dict) -> None:
-        save_checkpoint(self.run.path / name, self.model, self.optimizer, state)
+        if self.comm is not None:      # the ranks agree before rank 0 writes what they share
+            self.comm.check_parameters(self.params, f"the checkpoint {name}")
+        if self.run.writes:
+            save_checkpoint(self.run.path / name, self.model, self.optimizer, state)
 
     # ------------------------------------------------------------------ one step
     def _step(self, engine, batch):
         """The engine's process function: the trainer's ``step`` (``minis2s.train.train_step``
-        or ``minis2s.lm.training.train_step``) under the divergence guard, then the epoch sums."""
+        or ``minis2s.lm.training.train_step``) under the divergence guard, then the epoch sums.
+        Data-parallel: ``_step_distributed`` on this rank's shard of the batch."""
+        if self.comm is not None:
+            return self._step_distributed(engine, self.comm.shard(batch))
         with self.guard.step():
             out = self.step(batch, epoch=engine.state.epoch, guard=self.guard)
         if "problem" in out:
             return self._diverged(engine, out["problem"], can_skip=out["can_skip"])
         value, n_tokens, gnorm = out["loss"], out["n_tokens"], out["grad_norm"]
+        self._count(value, n_tokens, gnorm)
+        return {"loss": value, "grad_norm": gnorm}
+
+    def _count(self, value: float, n_tokens: int, gnorm: float) -> None:
+        """Add a step to the epoch's sums (the train loss is token-weighted)."""
         t = self.tracker
         t["epoch_nll"] += value * n_tokens
         t["epoch_tokens"] += n_tokens
         t["epoch_gnorm"] += gnorm
         t["epoch_steps"] += 1
-        return {"loss": value, "grad_norm": gnorm}
+
+    def _step_distributed(self, engine, shard):
+        """One data-parallel step on this rank's ``shard`` of the global batch: the training
+        procedure's own ``step`` with ``comm`` (``minis2s.train.train_step``: the shard's summed
+        loss divided by the GLOBAL target-token count, ``comm.sum_count``; the gradients summed
+        over the ranks by one Allreduce, ``comm.sum_gradients``, before clipping by the global
+        norm) and a guard whose three checks all ranks decide together
+        (``minis2s.distributed.CollectiveGuard``). So every rank makes the same collective calls
+        in the same order, and a non-finite loss (or an overflow) on one rank stops every rank at
+        the same step with the same message; no rank is left waiting in a collective. An empty
+        shard makes the same calls with zero tokens and no gradient of its own (``_empty_step``)."""
+        from .distributed import CollectiveGuard
+        comm = self.comm
+        guard = CollectiveGuard(self.guard, comm, self._local_stop)
+        with self.guard.step():
+            if len(shard):
+                out = self.step(shard, epoch=engine.state.epoch, guard=guard, comm=comm)
+            else:
+                out = self._empty_step(guard)
+        self._stop_all = guard.stop_all
+        if "problem" in out:
+            return self._diverged(engine, out["problem"], can_skip=out["can_skip"])
+        n_tokens = comm.sum_count(out["n_tokens"])                 # the global batch's tokens
+        self._count(guard.value, n_tokens, out["grad_norm"])
+        if self.check_every and engine.state.iteration % self.check_every == 0:
+            comm.check_parameters(self.params, f"iteration {engine.state.iteration}")
+        return {"loss": guard.value, "grad_norm": out["grad_norm"]}
+
+    def _empty_step(self, guard) -> dict:
+        """A rank with no rows in this global batch (fewer sentences than ranks): the collective
+        calls of ``minis2s.train.train_step``, in its order, with zero tokens and no gradient of
+        its own; then the same clipping and update as every other rank."""
+        comm = self.comm
+        self.model.train()
+        self.optimizer.zero_grad()
+        comm.sum_count(0)                                          # the global token count
+        if (problem := guard.check_loss(0.0)):
+            return {"loss": 0.0, "n_tokens": 0, "problem": problem, "can_skip": True}
+        comm.sum_gradients(self.params)                            # the other ranks' gradients
+        grad_norm = clip_grad_norm_(self.params, self.max_grad_norm).item()
+        if (problem := guard.check_grad_norm(grad_norm)):
+            self.optimizer.zero_grad()
+            return {"loss": 0.0, "n_tokens": 0, "problem": problem, "can_skip": True}
+        self.optimizer.step()
+        if (problem := guard.check_params(self.model.named_parameters())):
+            return {"loss": 0.0, "n_tokens": 0, "problem": problem, "can_skip": False}
+        return {"loss": 0.0, "n_tokens": 0, "grad_norm": grad_norm}
 
     def _diverged(self, engine, what: str, can_skip: bool = True):
         """Stop (exit 1, last good checkpoint untouched) or, under --nan-policy skip, skip."""
@@ -520,11 +602,20 @@ class Trainer:
             hint = "try a lower --lr, or --nan-policy skip"
         else:
             hint = "--nan-policy skip cannot undo an update that was already applied; try a lower --lr"
-        raise TrainingError(f"{what} at {where}; {saved} ({hint})")
+        error = TrainingError(f"{what} at {where}; {saved} ({hint})")
+        error.collective = self.comm is not None      # every rank decided the same, together
+        raise error
 
     # ------------------------------------------------------------------ handlers
-    def _stop_requested(self) -> bool:
+    def _local_stop(self) -> bool:
         return self.run is not None and self.run.signals.stop_requested
+
+    def _stop_requested(self) -> bool:
+        """Stop at this batch boundary? Data-parallel: when any rank was asked to, as the ranks
+        agreed at the last step (each rank's own signal may arrive a step apart)."""
+        if self.comm is not None:
+            return self._stop_all
+        return self._local_stop()
 
     def _start_epoch(self, engine):
         if self.lr_for_epoch is not None:
@@ -571,8 +662,11 @@ class Trainer:
             # rewriting best.npz and the log line, whose stale copy the resume drops (trim_log).
             if improved:
                 self._save("best.npz", state)
-            append_line(self.run.path / "log.jsonl", json.dumps(record))   # a disk error names it
+            if self.run.writes:
+                append_line(self.run.path / "log.jsonl", json.dumps(record))   # a disk error names it
             self._save("last.npz", state)
+            if self.comm is not None:
+                self.comm.barrier()     # the other ranks wait while rank 0 writes
         self.log(self.describe(record, improved))
         if self.patience is not None and t["bad_epochs"] >= self.patience:
             self.log(f"early stopping: no better valid {self.select.replace('_', ' ')} for {self.patience} epochs")
@@ -584,6 +678,8 @@ class Trainer:
     def fit(self) -> None:
         """Train up to ``epochs`` epochs (from where ``restore`` left the position). On a stop
         signal: save a resumable ``last.npz`` and raise ``Interrupted`` (exit 130 / 143)."""
+        if self.comm is not None:
+            self._start_distributed()
         if self.run is None:
             try:
                 with self.guard.run():
@@ -598,11 +694,28 @@ class Trainer:
                     self.engine.run(self.batches, max_epochs=self.epochs)
             finally:
                 self.progress.close()
-            if signals.stop_requested:
+            if self.comm is not None:    # a signal after the last step: agreed on once more
+                self._stop_all = self.comm.any(self._stop_all or self._local_stop())
+            if self._stop_requested():
                 self._save("last.npz", self.state())
-        if signals.stop_requested:
+                if self.comm is not None:
+                    self.comm.barrier()
+        if self._stop_requested():
+            first = signals.first if signals.received else signal.SIGTERM
             st = self.engine.state
-            raise Interrupted(signals.first, f"interrupted ({signal.Signals(signals.first).name}): "
+            error = Interrupted(first, f"interrupted ({signal.Signals(first).name}): "
                                              f"saved a resumable checkpoint at epoch {st.epoch}, "
                                              f"iteration {st.iteration}; continue with: "
                                              f"{self.run.command} --resume {self.run.path}")
+            error.collective = self.comm is not None
+            raise error
+
+    def _start_distributed(self) -> None:
+        """Before the first step of a data-parallel run (new or resumed): every rank takes rank
+        0's parameters, and each rank's random streams (dropout, scheduled sampling) are seeded
+        from (seed, rank, the iteration the run starts at)."""
+        from .distributed import rank_seed
+        self.comm.broadcast_parameters(self.params)
+        for gen in self.generators.values():
+            if gen is not None:
+                gen.manual_seed(rank_seed(self.seed, self.comm.rank, self.engine.state.iteration))

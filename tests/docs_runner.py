@@ -49,6 +49,8 @@ that take minutes, need a GPU or install things.  It is still checked:
   ``VAR=value`` assignments skipped) must be known.  ``minis2s ...`` (or ``python -m minis2s
   ...``): ``minis2s SUBCOMMAND... --help`` must succeed and list every ``--flag`` (and ``-f``)
   the command uses.  ``python PATH.py``: the file must exist in the repository.  Otherwise the
+  command may be preceded by an MPI launcher and its options (``mpiexec -n 2``, ``srun -N 2``;
+  ``LAUNCHERS`` below), which is checked as the command it launches.  Otherwise the
   command must start with one of ``ALLOWED_PREFIXES`` below (``pip``, ``python -m pytest``,
   ``git``, ``bash .ci/run``, ...) or be one of ``ALLOWED_PROGRAMS`` (``printf``, ``cat``, ...).
 
@@ -307,8 +309,25 @@ def _minis2s_help(words: list[str]) -> tuple[str | None, str]:
     return None, f"`{cmd}` failed: {_HELP_CACHE[tuple(subs[:1])].stderr.strip()[-500:]}"
 
 
+LAUNCHERS = ("mpiexec", "mpirun", "srun")
+
+
+def _launched(words: list[str]) -> list[str]:
+    """The command an MPI launcher (``mpiexec -n 2 -hosts a,b minis2s train``) or ``srun`` runs:
+    the words after the launcher's own options (``-x VALUE`` or ``--x=VALUE`` each)."""
+    i = 1
+    while i < len(words) and words[i].startswith("-"):
+        i += 1 if "=" in words[i] else 2
+    return words[i:]
+
+
 def check_not_run_command(words: list[str]) -> str | None:
     """Why this command of a not-run console block is wrong, or None if it looks right."""
+    if words[0] in LAUNCHERS:
+        rest = _launched(words)
+        if not rest:
+            return f"`{shlex.join(words)}`: no command after the launcher's options"
+        return check_not_run_command(rest)
     if words[:3] in (["python", "-m", "minis2s"], ["python3", "-m", "minis2s"]):
         words = ["minis2s", *words[3:]]
     if words[0] == "minis2s":

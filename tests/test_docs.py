@@ -268,6 +268,27 @@ def test_not_run_minis2s_commands_are_checked_against_their_help():
     assert "option(s) --no-such-flag not in its --help" in bad.message  # --epochs exists
 
 
+def test_not_run_commands_under_an_mpi_launcher_are_checked_as_the_launched_command():
+    [(_, good)] = dr.run_text(md("""
+        <!-- not-run -->
+        ```console
+        $ mpiexec -n 2 minis2s train --task dates --check-every 50
+        $ mpiexec -n 4 -hosts a,b minis2s lm train --builtin markov
+        $ srun --ntasks=4 -N 2 python -m minis2s train --task dates
+        ```
+        """))
+    assert good.ok, good.message
+    [(_, bad)] = dr.run_text(md("""
+        <!-- not-run -->
+        ```console
+        $ mpiexec -n 2 minis2s train --no-such-flag 1
+        $ srun -n 2 frobnicate
+        ```
+        """))
+    assert not bad.ok
+    assert "--no-such-flag" in bad.message and "frobnicate" in bad.message
+
+
 def test_other_languages_are_not_run():
     assert outcomes("""
         ```bash

@@ -154,6 +154,14 @@ MUTANTS = [
     Mutant("checkpoint-files-private", "minis2s/checkpoint.py",
            "        return 0o666 & ~_umask()\n", "        return 0o600 & ~_umask()\n",
            ("tests/test_checkpoint.py",)),
+    # ---------------------------------------------------------------- data-parallel pieces
+    Mutant("shards-overlap-when-uneven", "minis2s/distributed.py",
+           "lo = self.rank * q + min(self.rank, r)", "lo = self.rank * q",
+           ("tests/test_distributed.py",)),
+    Mutant("flat-scatter-from-the-start", "grad/flat.py",
+           "for o, n, s in zip(self.offsets, self.sizes, self.shapes)]",
+           "for o, n, s in zip([0] * len(self.sizes), self.sizes, self.shapes)]",
+           ("tests/test_distributed.py",)),
 ]
 
 # --------------------------------------------------------------------------- the smoke run

@@ -7,9 +7,10 @@ import sys
 
 from ..cli_common import (UsageError, _nonneg_int, _Parser, _positive_float, _positive_int,
                           _read_lines, _require_training_memory, _saved_hidden_size,
-                          _unit_open_float, _warnings_to_stderr, add_max_memory,
-                          add_reference_and_dtype, add_threads_option, check_out_dir,
-                          running_mode, set_threads, tune_allocator)
+                          _unit_open_float, _warnings_to_stderr, add_check_every_option,
+                          add_max_memory, add_reference_and_dtype, add_threads_option,
+                          check_out_dir, print_data_parallel, running_mode, saved_train_value,
+                          set_threads, tune_allocator)
 
 
 def add_lm_parser(sub) -> None:
@@ -49,6 +50,7 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--quiet", action="store_true")
     add_reference_and_dtype(t)
     add_threads_option(t)
+    add_check_every_option(t)
     add_max_memory(t)
     t.set_defaults(func=cmd_lm_train)
 
@@ -96,7 +98,7 @@ def _lines(path):
 
 # A resumed run keeps the corpus, model and optimisation settings it was started with.
 _RESUME_OPTIONS = {"resume", "epochs", "quiet", "threads", "max_memory", "reference", "command",
-                   "lm_command", "func"}
+                   "lm_command", "func", "check_every"}
 
 
 def _train_defaults() -> dict:
@@ -110,6 +112,7 @@ def cmd_lm_train(args) -> int:
     import os
     from dataclasses import fields
     from .training import LMConfig, fit_lm
+    from ..distributed import world
     from ..memory import lstm_lm_params
     if args.resume:
         if not os.path.isdir(args.resume):
@@ -135,14 +138,19 @@ def cmd_lm_train(args) -> int:
     hidden = (_saved_hidden_size(args.resume) if args.resume
               else cfg.hidden_size if cfg.model == "lstm" else None)
     threads = set_threads(args, hidden)
-    if not cfg.quiet:
-        print(threads["header"], flush=True)
+    comm = world()
     run_info = {"blas_threads": threads["blas_threads"], "threads_reason": threads["threads_reason"]}
+    if comm is not None:
+        print_data_parallel(saved_train_value(args.resume, "batch_size", cfg.batch_size)
+                            if args.resume else cfg.batch_size, threads)
+        run_info["ranks"] = comm.size
+    elif not cfg.quiet:
+        print(threads["header"], flush=True)
     if args.reference:
         run_info["reference_mode"] = True   # how this process ran (log.jsonl), not a setting
     with _warnings_to_stderr(), running_mode(args.reference):
         figures = fit_lm(cfg, log=lambda m: None if cfg.quiet else print(m, flush=True),
-                         resume=args.resume, run_info=run_info)
+                         resume=args.resume, run_info=run_info, comm=comm)
     from ..metrics import format_ppl
     print(f"valid perplexity {format_ppl(figures['valid_ppl'], 0, 3)}  test perplexity "
           f"{format_ppl(figures['test_ppl'], 0, 3)}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +50,7 @@ class LMConfig:
     dtype: str = "float32"            # of the LSTM's weights and optimizer state
     out: str | None = None
     quiet: bool = False
+    check_every: int = 100            # data-parallel: steps between parameter checksums
 
 
 # ------------------------------------------------------------------------------ data
@@ -135,10 +135,17 @@ def _encode(vocab, sentences):
     return [vocab.encode(s, add_bos=True, add_eos=True) for s in sentences]
 
 
-def evaluate_lm(model, ids, batch_size: int = 64) -> float:
-    """Cross-entropy per predicted token (nats) over the whole split."""
-    scores = model.score([s[1:-1] for s in ids], batch_size=batch_size)
-    return math.log(perplexity_from_scores(scores))
+def evaluate_lm(model, ids, batch_size: int = 64, comm=None) -> float:
+    """Cross-entropy per predicted token (nats) over the whole split. With ``comm`` (a
+    data-parallel run) each rank scores a contiguous share of the sentences and the sums are
+    added up; every rank returns the figure of the whole split."""
+    if comm is None:
+        scores = model.score([s[1:-1] for s in ids], batch_size=batch_size)
+        return math.log(perplexity_from_scores(scores))
+    part = comm.shard(ids)
+    scores = model.score([s[1:-1] for s in part], batch_size=batch_size) if part else []
+    logprob, n = comm.sum_values([sum(s for s, _ in scores), sum(k for _, k in scores)])
+    return -logprob / max(n, 1)
 
 
 def _lstm_model_config(cfg: LMConfig, vocab) -> dict:
@@ -162,7 +169,8 @@ def train_step(model, optimizer, batch, cfg: LMConfig, comm=None, *, scale: floa
     ``batch``: ``(ids (B, T) host int64, lengths (B,))`` from ``pad_batch`` (BOS ... EOS);
     ``scale``: the number the batch's *summed* loss is divided by (the mean predicted tokens per
     batch, so that every token weighs the same: see ``train_lstm``). ``comm``: gradients summed
-    over processes before clipping. ``guard`` and the result: as ``minis2s.train.train_step``
+    over processes before clipping, and ``loss`` is this batch's part of the per-token loss of
+    all processes' batches (their tokens counted by ``comm.sum_count``). ``guard`` and the result: as ``minis2s.train.train_step``
     (``loss`` is per predicted token). ``epoch`` is accepted for the trainer's call, unused.
     """
     arr, lens = batch
@@ -172,6 +180,8 @@ def train_step(model, optimizer, batch, cfg: LMConfig, comm=None, *, scale: floa
     total = model.loss(arr[:, :-1], arr[:, 1:], lens - 1, reduction="sum")  # 2. forward, 3. loss
     n_tokens = int((lens - 1).sum())
     loss, value = total / scale, total.item() / n_tokens               # value: nats per token
+    if comm is not None:            # this shard's part of the global batch's nats per token
+        value = total.item() / comm.sum_count(n_tokens)
     if guard is not None and (problem := guard.check_loss(value)):
         return {"loss": value, "n_tokens": n_tokens, "problem": problem, "can_skip": True}
     loss.backward()                                                    # 4. backward
@@ -188,7 +198,7 @@ def train_step(model, optimizer, batch, cfg: LMConfig, comm=None, *, scale: floa
 
 
 def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = None, log=print,
-               vocab=None, resume_from=None, run_info: dict | None = None):
+               vocab=None, resume_from=None, run_info: dict | None = None, comm=None):
     """Teacher-forced training on ``x[:-1] -> x[1:]`` with Adam and clipping, validated each
     epoch; the best epoch (valid cross-entropy) is kept. On the trainer core
     (``minis2s.trainer_core.Trainer``): with a ``run`` directory, checkpoints every epoch, a
@@ -214,11 +224,16 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
 
     def batches(epoch):
         rng = np.random.default_rng([cfg.seed, epoch])
-        return [pad_batch([ids["train"][i] for i in idx])
-                for idx in make_batches(lengths, cfg.batch_size, True, rng)]
+        return make_batches(lengths, cfg.batch_size, True, rng)     # example positions
+
+    def step(idx, **kwargs):
+        """``train_step`` on the padded batch of the sentences ``idx`` (with ``comm``: this
+        rank's shard of the global batch)."""
+        return train_step(model, opt, pad_batch([ids["train"][i] for i in idx]), cfg,
+                          scale=per_batch, **kwargs)
 
     def validate():
-        ce = evaluate_lm(model, ids["valid"])
+        ce = evaluate_lm(model, ids["valid"], comm=comm)
         return {"loss": ce, "ppl": perplexity(ce)}
 
     def describe(record, improved):
@@ -226,31 +241,41 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
                 + ("  *" if improved else ""))
 
     trainer = Trainer(model, opt, run=run, batches=batches, validate=validate,
-                      step=partial(train_step, model, opt, cfg=cfg, scale=per_batch),
-                      describe=describe, epochs=cfg.epochs,
+                      step=step, describe=describe, epochs=cfg.epochs,
+                      max_grad_norm=cfg.max_grad_norm,
                       generators={"dropout_generator": model.dropout_generator},
-                      quiet=cfg.quiet, log=log, run_info=run_info)
+                      quiet=cfg.quiet, log=log, run_info=run_info, comm=comm,
+                      check_every=cfg.check_every, seed=cfg.seed)
     if resume_from is not None:
         ts = trainer.restore(resume_from)
         log(f"resuming {run.path} at epoch {ts['epoch']}, iteration {ts['iteration']}")
     trainer.fit()
     if run is not None:
-        model.load_state_dict(load_checkpoint(run.path / "best.npz")["model"])
+        if run.writes:         # rank 0 reads the best weights; the other ranks receive them
+            model.load_state_dict(load_checkpoint(run.path / "best.npz")["model"])
     else:
         model.load_state_dict(trainer.best_state)
+    if comm is not None:
+        comm.broadcast_parameters(model.parameters())
     with trainer.guard.run():
-        test_ce = evaluate_lm(model, ids["test"])
+        test_ce = evaluate_lm(model, ids["test"], comm=comm)
     return model, vocab, {"valid_ppl": perplexity(trainer.best), "test_ppl": perplexity(test_ce)}
 
 
 # ------------------------------------------------------------------------------ run dirs
-def fit_lm(cfg: LMConfig, log=print, resume=None, run_info: dict | None = None) -> dict:
+def fit_lm(cfg: LMConfig, log=print, resume=None, run_info: dict | None = None, comm=None) -> dict:
     """Train the model ``cfg`` names and save it in a run directory, or continue the LSTM run
     in ``resume`` (``cfg.epochs`` is then the total); returns the figures. Every kind takes the
     run lock and the run-directory checks of ``minis2s.trainer_core.RunDirectory``, and writes
     its description (``config.json``, and ``vocab.json`` for an LSTM) before any model file."""
     start = time.time()
-    if resume:
+    if comm is not None and cfg.model != "lstm" and not resume:
+        raise ValueError("only LSTM language models train data-parallel (an n-gram model is "
+                         "counted in one pass): run it without mpiexec")
+    if comm is not None and not comm.is_root:
+        path = comm.bcast(None)          # rank 0's directory, once rank 0 holds it
+        run = RunDirectory(path, "lm-lstm", resume=bool(resume), follower=True)
+    elif resume:
         run = RunDirectory(resume, "lm-lstm", resume=True)
     else:
         if cfg.model not in ("ngram", "lstm"):
@@ -261,12 +286,14 @@ def fit_lm(cfg: LMConfig, log=print, resume=None, run_info: dict | None = None) 
                default_run_dir(f"runs/lm-{cfg.builtin or Path(cfg.corpus).stem}-{cfg.model}"))
         run = RunDirectory(out, f"lm-{cfg.model}", settings=asdict(cfg))
     with run:
-        figures = _fit_lm_locked(cfg, run, log, run_info)
+        if comm is not None and comm.is_root:
+            comm.bcast(str(run.path))
+        figures = _fit_lm_locked(cfg, run, log, run_info, comm)
     figures.update(run_dir=str(run.path), time=time.time() - start)
     return figures
 
 
-def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info) -> dict:
+def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info, comm=None) -> dict:
     from ..data.vocab import Vocab
     from ..runs import tokenizer_from_config
     out, tok, resume_from = run.path, None, None
@@ -290,10 +317,11 @@ def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info) -> dict:
         else:
             vocab = Vocab.build(train, min_freq=cfg.min_freq)
             config["model"] = _lstm_model_config(cfg, vocab)
-            write_json(out / "config.json", config)       # first, before any other file
-            write_json(out / "vocab.json", vocab.to_dict())
+            if run.writes:
+                write_json(out / "config.json", config)   # first, before any other file
+                write_json(out / "vocab.json", vocab.to_dict())
         _, _, figures = train_lstm(cfg, train, valid, test, run, log, vocab=vocab,
-                                   resume_from=resume_from, run_info=run_info)
+                                   resume_from=resume_from, run_info=run_info, comm=comm)
     figures["info"] = info
     return figures
 

@@ -26,8 +26,9 @@ def test_dates_are_learned_to_98_percent_exact_match(tmp_path):
 
 # The Transformer (minis2s train --arch transformer), smaller than its command-line defaults so
 # that it fits the CI budget: d_model 64, 2 + 2 layers, no dropout, a short warm-up to a high
-# peak rate. Measured on a busy 2-core machine (load 5 to 7): reverse about 200 s, dates about
-# 130 s; see the module docstring for the budget on a quiet one.
+# peak rate. Not yet measured on a quiet machine: on a busy 2-core one (load average 5 to 7,
+# other processes running) reverse took 88 s and dates 108 s alone (-n 0), and 132 s and 222 s
+# inside the whole suite under -n 2 (load 7.5). Dates reached 98.1% there: little margin.
 TRANSFORMER = dict(arch="transformer", hidden_size=64, encoder_layers=2, decoder_layers=2,
                    dropout=0.0, lr=3e-3, seed=0, select_metric="exact_match")
 

@@ -33,7 +33,7 @@ def _task_names():
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     """The ``minis2s`` parser; ``train_defaults`` (from ``--config FILE``) replace the defaults
     of ``train``'s options, so that flags given on the command line still override them."""
-    from .train import TrainConfig
+    from .train import ARCH_DEFAULTS, TrainConfig
     d = TrainConfig()
     p = _Parser(prog="minis2s", description="LSTM seq2seq with attention, from scratch.")
     p.add_argument("--version", action="version", version=f"minis2s {__version__}")
@@ -63,22 +63,52 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     data.add_argument("--n-valid", type=_positive_int, metavar="N", help="built-in task: validation pairs (default: the task's)")
     data.add_argument("--n-test", type=_positive_int, metavar="N", help="built-in task: test pairs (default: the task's)")
     model = t.add_argument_group("model")
-    model.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
-    model.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size, help="even (bi-LSTM encoder)")
-    model.add_argument("--layers", type=_positive_int, default=d.layers)
+    model.add_argument("--arch", choices=["lstm", "transformer"], default=d.arch,
+                       help="LSTM encoder-decoder with Luong attention, or a Transformer")
+    model.add_argument("--emb-size", type=_positive_int,
+                       help="(default: 64; a Transformer: --hidden-size, the only value it takes)")
+    model.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size,
+                       help="LSTM: even (bi-LSTM encoder); Transformer: d_model, divisible by --heads")
+    model.add_argument("--layers", type=_positive_int, default=d.layers, help="LSTM layers")
     model.add_argument("--dropout", type=_unit_open_float, default=d.dropout)
-    model.add_argument("--attention", choices=["general", "dot", "none"], default=d.attention)
-    model.add_argument("--no-input-feeding", dest="input_feeding", action="store_false")
+    model.add_argument("--attention", choices=["general", "dot", "none"], default=d.attention,
+                       help="LSTM only")
+    model.add_argument("--no-input-feeding", dest="input_feeding", action="store_false",
+                       help="LSTM only")
+    tdef = ARCH_DEFAULTS["transformer"]
+    model.add_argument("--heads", type=_positive_int, metavar="H",
+                       help=f"Transformer: attention heads (default: {tdef['heads']})")
+    model.add_argument("--encoder-layers", type=_positive_int, metavar="N",
+                       help=f"Transformer: encoder layers (default: {tdef['encoder_layers']})")
+    model.add_argument("--decoder-layers", type=_positive_int, metavar="N",
+                       help=f"Transformer: decoder layers (default: {tdef['decoder_layers']})")
+    model.add_argument("--ff-size", type=_positive_int, metavar="N",
+                       help="Transformer: feed-forward width (default: 4 x --hidden-size)")
+    model.add_argument("--positions", choices=["sinusoidal", "learned"],
+                       help=f"Transformer: position encoding (default: {tdef['positions']})")
+    model.add_argument("--share-embeddings", action="store_true",
+                       help="Transformer: one embedding table for source and target (needs one "
+                            "vocabulary for both)")
+    model.add_argument("--norm-first", action="store_true",
+                       help="Transformer: pre-norm layers, x + f(norm(x)) (default: post-norm, "
+                            "norm(x + f(x)), as torch.nn.Transformer)")
     opt = t.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=_positive_int,
                      help=f"total epochs (default: {d.epochs}; with --resume, the run's own total)")
     opt.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     opt.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
-    opt.add_argument("--lr", type=_positive_float, default=d.lr)
+    opt.add_argument("--lr", type=_positive_float,
+                     help=f"learning rate (default: {ARCH_DEFAULTS['lstm']['lr']}; a Transformer: "
+                          f"the peak of its schedule, {tdef['lr']})")
+    opt.add_argument("--warmup-steps", type=_positive_int, metavar="N",
+                     help="Transformer: the learning rate rises linearly for N steps, then decays "
+                          f"as 1/sqrt(step) (default: {tdef['warmup_steps']})")
     opt.add_argument("--lr-decay-start", type=_positive_int, metavar="E",
                      help="halve the learning rate every epoch from epoch E on (default: never)")
     opt.add_argument("--patience", type=_positive_int, metavar="P", help="early stopping after P epochs without improvement (default: none, train every epoch)")
-    opt.add_argument("--label-smoothing", type=_unit_open_float, default=d.label_smoothing)
+    opt.add_argument("--label-smoothing", type=_unit_open_float,
+                     help=f"(default: {ARCH_DEFAULTS['lstm']['label_smoothing']}; a Transformer: "
+                          f"{tdef['label_smoothing']})")
     opt.add_argument("--tf-ratio", type=_unit_float, default=d.tf_ratio,
                      help="teacher-forcing ratio (the starting one under --tf-schedule): 1.0 always "
                           "feeds the reference")
@@ -120,6 +150,12 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     tr.add_argument("--max-output-length", type=_positive_int, metavar="L",
                     help="tokens per translation at most (default: 2 x the model's --max-length + 10)")
     tr.add_argument("--plot-attention", metavar="FILE.png", help="draw the first sentence's attention (default: no plot)")
+    tr.add_argument("--layer", type=_positive_int, metavar="L",
+                    help="Transformer: plot the cross-attention of decoder layer L (default: the last)")
+    tr.add_argument("--head", type=_positive_int, metavar="H",
+                    help="Transformer: plot head H only (default: the average over the heads)")
+    tr.add_argument("--all-heads", action="store_true",
+                    help="Transformer: plot every head of every layer as a grid")
     tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     add_threads_option(tr)
     add_max_memory(tr)
@@ -213,14 +249,17 @@ def _train_config(args):
         raise UsageError("--train needs --valid FILE")
     if args.train_src and not (args.valid_src and args.valid_tgt):
         raise UsageError("--train-src needs --valid-src and --valid-tgt")
-    if args.hidden_size % 2:
+    if args.hidden_size % 2 and args.arch == "lstm":
         raise UsageError(f"--hidden-size must be even (the encoder has two directions), got {args.hidden_size}")
     if has_files:
         values["task"] = None
     if args.resume and args.epochs is None:
         values["epochs"] = None          # the run's own total (minis2s.train.fit)
     check_tf_schedule(args.tf_schedule, args.tf_ratio, args.tf_decay, args.tf_min)
-    return TrainConfig(**values)
+    try:
+        return TrainConfig(**values)       # refuses options of the other architecture
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # A resumed run keeps the data, model and optimisation settings it was started with; only these
@@ -252,7 +291,14 @@ def cmd_train(args) -> int:
         _check_resume_options(args)
     check_out_dir(args.out)
     cfg = _train_config(args)
-    if not args.resume:
+    if not args.resume and cfg.arch == "transformer":
+        from .models.transformer import transformer_seq2seq_params
+        n = transformer_seq2seq_params(5, 5, cfg.hidden_size, cfg.encoder_layers,
+                                       cfg.decoder_layers, cfg.ff_size)
+        _require_training_memory(f"a Transformer with --hidden-size {cfg.hidden_size} "
+                                 f"--encoder-layers {cfg.encoder_layers} --decoder-layers "
+                                 f"{cfg.decoder_layers} --ff-size {cfg.ff_size}", n, cfg.optimizer)
+    elif not args.resume:
         from .memory import seq2seq_params
         n = seq2seq_params(5, 5, cfg.emb_size, cfg.hidden_size, cfg.layers,
                            None if cfg.attention == "none" else cfg.attention, cfg.input_feeding)
@@ -345,6 +391,7 @@ def cmd_translate(args) -> int:
     check_output_file(args.plot_attention, "--plot-attention")
     _use_device(args.device)
     model = load(args.model)
+    _check_attention_view(args, model.model)
     set_threads(args, _saved_hidden_size(args.model))
     interactive = not args.input and sys.stdin.isatty()
     lines = _read_lines(args.input, lazy=True)
@@ -363,16 +410,62 @@ def cmd_translate(args) -> int:
                 print(file=out)
             out.flush()
     if args.plot_attention and first is not None:
-        from .plot import PlotError, plot_attention
+        from .plot import PlotError, plot_attention, plot_attention_grid
         first = first if args.n_best == 1 else first[0]
+        rows, cols = first.tokens + ["</s>"], first.source_tokens + ["</s>"]
+        title = model.src_tokenizer.detokenize(first.source_tokens)
         try:
-            plot_attention(first.source_tokens + ["</s>"], first.tokens + ["</s>"], first.attention,
-                           args.plot_attention, title=model.src_tokenizer.detokenize(first.source_tokens))
+            weights = _attention_view(args, model, first)
+            if args.all_heads:
+                plot_attention_grid(cols, rows, weights, args.plot_attention, title=title)
+            else:
+                plot_attention(cols, rows, weights, args.plot_attention, title=title)
         except PlotError as exc:         # the translations are written: warn, do not fail
             print(f"minis2s: warning: no attention plot: {exc}", file=sys.stderr)
         else:
             print(f"attention plot written to {args.plot_attention}", file=sys.stderr)
     return 0
+
+
+def _check_attention_view(args, model) -> None:
+    """``--layer``, ``--head`` and ``--all-heads`` need ``--plot-attention`` and a Transformer,
+    and must name a layer and head it has."""
+    given = [f for f, v in (("--layer", args.layer), ("--head", args.head),
+                            ("--all-heads", args.all_heads)) if v]
+    if not given:
+        return
+    if not args.plot_attention:
+        raise UsageError(f"{', '.join(given)} only choose what --plot-attention draws; give it")
+    if getattr(model, "arch", "lstm") != "transformer":
+        raise UsageError(f"{', '.join(given)}: {args.model} is an LSTM model, whose attention has "
+                         "one layer and one head; only a Transformer's can be chosen")
+    n_layers, n_heads = len(model.decoder.layers), model.nhead
+    if args.all_heads and (args.layer or args.head):
+        raise UsageError("--all-heads draws every layer and head; leave out --layer and --head")
+    if args.layer and args.layer > n_layers:
+        raise UsageError(f"--layer {args.layer}: the model has {n_layers} decoder "
+                         f"layer{'s' if n_layers > 1 else ''} (1 to {n_layers})")
+    if args.head and args.head > n_heads:
+        raise UsageError(f"--head {args.head}: the model has {n_heads} heads (1 to {n_heads})")
+
+
+def _attention_view(args, translator, result):
+    """The attention to draw for ``result``: the translation's own (an LSTM; a Transformer's
+    last layer averaged over heads), or for a Transformer the chosen layer / head, or every
+    layer and head ``(L, h, T, S)`` with ``--all-heads``, recomputed from its tokens."""
+    model = translator.model
+    if getattr(model, "arch", "lstm") != "transformer" or not (args.layer or args.head
+                                                               or args.all_heads):
+        return result.attention
+    import numpy as np
+    from .data.vocab import BOS, EOS
+    src = np.array([translator.src_vocab.encode(result.source_tokens) + [EOS]])
+    tgt_in = np.array([[BOS] + translator.tgt_vocab.encode(result.tokens)])
+    weights = model.cross_attention(src, None, tgt_in)[0]                 # (L, h, T, S)
+    if args.all_heads:
+        return weights
+    layer = weights[(args.layer or len(weights)) - 1]                    # (h, T, S)
+    return layer[args.head - 1] if args.head else layer.mean(axis=0)
 
 
 def cmd_evaluate(args) -> int:

@@ -221,7 +221,8 @@ def _saved_hidden_size(run_dir):
     command that reads the directory reports the problem)."""
     try:
         with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-            return int(json.load(f)["model"]["hidden_size"])
+            model = json.load(f)["model"]
+            return int(model["d_model"] if model.get("arch") == "transformer" else model["hidden_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

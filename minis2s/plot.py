@@ -127,14 +127,7 @@ def plot_run(run_dir, out):
 SPACE = "\u2423"        # ␣, drawn with DejaVu Sans (matplotlib's own font) whatever the CJK font
 
 
-def plot_attention(src_tokens, out_tokens, weights, out, title: str | None = None):
-    """A heat map of ``weights`` ``(len(out_tokens), len(src_tokens))``: rows are output tokens,
-    columns source tokens, with a colour bar and ``title`` (e.g. the source sentence). Labels of
-    one or two characters stay upright; a space is drawn as ``␣``. Text goes through
-    matplotlib's font fallback (DejaVu Sans, then a CJK font for Hangul); if Hangul is present
-    but no CJK font is installed, ``PlotError`` says which package to install instead of drawing
-    empty boxes. Returns the Figure."""
-    plt = _pyplot()
+def _font_family(src_tokens, out_tokens, title) -> list:
     labels = [str(t) for t in list(src_tokens) + list(out_tokens)] + ([title] if title else [])
     family = ["DejaVu Sans"]
     if _needs_cjk(labels):
@@ -144,6 +137,49 @@ def plot_attention(src_tokens, out_tokens, weights, out, title: str | None = Non
                             "installed, so they would be drawn as boxes; install one, e.g. "
                             "'apt-get install fonts-noto-cjk' or 'fonts-nanum', then retry")
         family.append(font)
+    return family
+
+
+def plot_attention_grid(src_tokens, out_tokens, weights, out, title: str | None = None):
+    """Every head of every layer: ``weights`` ``(layers, heads, len(out_tokens),
+    len(src_tokens))`` drawn as a grid of heat maps, one row per layer and one column per head
+    (a Transformer's cross-attention), on one colour scale from 0 to 1. Returns the Figure."""
+    plt = _pyplot()
+    family = _font_family(src_tokens, out_tokens, title)
+    show = lambda t: SPACE if t == " " else str(t)
+    n_layers, n_heads = weights.shape[:2]
+    n_out, n_src = len(out_tokens), len(src_tokens)
+    cell_w, cell_h = max(2.5, 0.22 * n_src + 1), max(2.0, 0.22 * n_out + 1)
+    fig, axes = plt.subplots(n_layers, n_heads, squeeze=False,
+                             figsize=(cell_w * n_heads + 1.5, cell_h * n_layers + 1))
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            ax = axes[layer][head]
+            image = ax.imshow(weights[layer, head, :n_out, :n_src], cmap="viridis",
+                              aspect="auto", vmin=0.0, vmax=1.0)
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
+            ax.set_xticks(range(n_src))
+            ax.set_xticklabels([show(t) for t in src_tokens], fontfamily=family, fontsize=6,
+                               rotation=90)
+            ax.set_yticks(range(n_out))
+            ax.set_yticklabels([show(t) for t in out_tokens], fontfamily=family, fontsize=6)
+    fig.colorbar(image, ax=axes, label="attention weight")
+    if title:
+        fig.suptitle(title, fontfamily=family)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def plot_attention(src_tokens, out_tokens, weights, out, title: str | None = None):
+    """A heat map of ``weights`` ``(len(out_tokens), len(src_tokens))``: rows are output tokens,
+    columns source tokens, with a colour bar and ``title`` (e.g. the source sentence). Labels of
+    one or two characters stay upright; a space is drawn as ``␣``. Text goes through
+    matplotlib's font fallback (DejaVu Sans, then a CJK font for Hangul); if Hangul is present
+    but no CJK font is installed, ``PlotError`` says which package to install instead of drawing
+    empty boxes. Returns the Figure."""
+    plt = _pyplot()
+    family = _font_family(src_tokens, out_tokens, title)
     show = lambda t: SPACE if t == " " else str(t)
     n_out, n_src = len(out_tokens), len(src_tokens)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.35 * n_src + 3), max(3.5, 0.35 * n_out + 2)))

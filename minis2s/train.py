@@ -19,6 +19,7 @@ optimizer step. ``evaluate`` scores a split. With ``grad.reference_mode()`` arou
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -37,6 +38,7 @@ from .data.vocab import PAD
 from .engine import Engine, Events
 from .metrics import CorpusStats, bleu_label, format_ppl
 from .models import Seq2Seq
+from .models.transformer import TransformerSeq2Seq
 from .runs import prepare_data, Prepared
 from .validate import resume_config
 from .trainer_core import (RunDirectory, Trainer, TrainingError, default_run_dir,  # noqa: F401
@@ -62,20 +64,29 @@ class TrainConfig:
     max_length: int = 64
     skip_bad_lines: bool = False
     # model
-    emb_size: int = 64
-    hidden_size: int = 128
+    arch: str = "lstm"                     # "lstm" (Seq2Seq) or "transformer" (TransformerSeq2Seq)
+    emb_size: int | None = None            # None: 64 (lstm); d_model (transformer)
+    hidden_size: int = 128                 # the Transformer's d_model
     layers: int = 1
     dropout: float = 0.1
     attention: str = "general"
     input_feeding: bool = True
+    heads: int | None = None               # transformer only; None: its default (below)
+    encoder_layers: int | None = None
+    decoder_layers: int | None = None
+    ff_size: int | None = None
+    positions: str | None = None
+    share_embeddings: bool = False
+    norm_first: bool = False               # transformer: pre-norm layers (default post-norm)
+    warmup_steps: int | None = None
     # optimisation
     epochs: int = 5
     batch_size: int = 64
     optimizer: str = "adam"
-    lr: float = 2e-3
+    lr: float | None = None                # None: 2e-3 (lstm); 1e-3, the peak (transformer)
     lr_decay_start: int | None = None
     patience: int | None = None
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None   # None: 0 (lstm); 0.1 (transformer)
     tf_ratio: float = 1.0
     tf_schedule: str = "constant"          # minis2s.tf_schedule: how tf_ratio decays by epoch
     tf_decay: float | None = None
@@ -95,6 +106,66 @@ class TrainConfig:
     check_every: int = 100                 # data-parallel: steps between parameter checksums
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        """Fill the architecture's defaults and refuse options that mean nothing for it."""
+        if self.arch not in ARCH_DEFAULTS:
+            raise ValueError(f"--arch must be 'lstm' or 'transformer', got {self.arch!r}")
+        for key, value in ARCH_DEFAULTS[self.arch].items():
+            if getattr(self, key) is None:
+                setattr(self, key, self.hidden_size if value == "d_model" else
+                        4 * self.hidden_size if value == "4 d_model" else value)
+        wrong = arch_conflicts(self)
+        if wrong:
+            other = "an LSTM" if self.arch == "transformer" else "a Transformer"
+            raise ValueError(f"--arch {self.arch}: {', '.join(wrong)} only apply to {other} "
+                             f"model; leave {'it' if len(wrong) == 1 else 'them'} out")
+        if self.arch == "transformer" and self.hidden_size % self.heads:
+            raise ValueError(f"--hidden-size (d_model, {self.hidden_size}) must be divisible by "
+                             f"--heads ({self.heads})")
+
+
+# Per architecture, the defaults of the options left None ("d_model": --hidden-size).
+ARCH_DEFAULTS = {
+    "lstm": {"emb_size": 64, "lr": 2e-3, "label_smoothing": 0.0},
+    "transformer": {"emb_size": "d_model", "lr": 1e-3, "label_smoothing": 0.1, "heads": 4,
+                    "encoder_layers": 3, "decoder_layers": 3, "ff_size": "4 d_model",
+                    "positions": "sinusoidal", "warmup_steps": 300},
+}
+TRANSFORMER_ONLY = ("heads", "encoder_layers", "decoder_layers", "ff_size", "positions",
+                    "warmup_steps")
+
+
+def arch_conflicts(cfg) -> list[str]:
+    """The options of ``cfg`` (as command-line flags) that mean nothing for its architecture."""
+    if cfg.arch == "lstm":
+        wrong = [f"--{n.replace('_', '-')}" for n in TRANSFORMER_ONLY if getattr(cfg, n) is not None]
+        return wrong + [f"--{n.replace('_', '-')}" for n in ("share_embeddings", "norm_first")
+                        if getattr(cfg, n)]
+    wrong = []
+    if not cfg.input_feeding:
+        wrong.append("--no-input-feeding")
+    if cfg.attention != "general":
+        wrong.append("--attention")
+    if cfg.emb_size != cfg.hidden_size:
+        wrong.append("--emb-size (other than --hidden-size, d_model)")
+    if cfg.tf_ratio < 1.0 or cfg.tf_schedule != "constant":
+        wrong.append("--tf-ratio below 1 / --tf-schedule")
+    if cfg.layers != 1:
+        wrong.append("--layers (use --encoder-layers / --decoder-layers)")
+    if cfg.lr_decay_start is not None:
+        wrong.append("--lr-decay-start (the Transformer has its warm-up schedule)")
+    return wrong
+
+
+def inverse_sqrt_lr(peak: float, warmup_steps: int, step: int) -> float:
+    """The inverse-square-root schedule of "Attention is all you need", scaled so that its
+    top is ``peak``: a linear rise over ``warmup_steps`` steps, then decay as ``1 / sqrt(step)``::
+
+        lr(step) = peak * min(step / warmup, sqrt(warmup / step))        (step = 1, 2, ...)
+    """
+    step = max(step, 1)
+    return peak * min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
 
 def _lr_for_epoch(cfg: TrainConfig, epoch: int) -> float:
     """Constant learning rate, halved once per epoch from ``lr_decay_start`` on (epochs from 1)."""
@@ -106,13 +177,49 @@ def _lr_for_epoch(cfg: TrainConfig, epoch: int) -> float:
 DTYPES = ("float32", "float64")
 
 
-def build_model(model_cfg: dict, seed: int, dtype: str = "float32") -> Seq2Seq:
-    """The model of ``model_cfg``, its weights drawn from ``seed`` (the same draws in either
+def build_model(model_cfg: dict, seed: int, dtype: str = "float32"):
+    """The model of ``model_cfg`` (a ``Seq2Seq``, or a ``TransformerSeq2Seq`` when
+    ``model_cfg["arch"]`` says so), its weights drawn from ``seed`` (the same draws in either
     dtype) and held in ``dtype``."""
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    model = Seq2Seq(**model_cfg, generator=grad.Generator(seed))
+    cfg = dict(model_cfg)
+    kind = TransformerSeq2Seq if cfg.pop("arch", "lstm") == "transformer" else Seq2Seq
+    model = kind(**cfg, generator=grad.Generator(seed))
     return model.to(dtype) if dtype != "float32" else model
+
+
+def model_config(cfg: TrainConfig, src_vocab, tgt_vocab) -> dict:
+    """The ``model`` entry of a run's config.json: the model's keyword arguments."""
+    if cfg.arch == "transformer":
+        if cfg.share_embeddings and list(src_vocab.itos) != list(tgt_vocab.itos):
+            raise ValueError("--share-embeddings needs one vocabulary for both sides; this "
+                             f"data has {len(src_vocab)} source and {len(tgt_vocab)} target "
+                             "tokens, not the same ones")
+        return dict(arch="transformer", src_vocab_size=len(src_vocab),
+                    tgt_vocab_size=len(tgt_vocab), d_model=cfg.hidden_size, nhead=cfg.heads,
+                    num_encoder_layers=cfg.encoder_layers, num_decoder_layers=cfg.decoder_layers,
+                    dim_feedforward=cfg.ff_size, dropout=cfg.dropout, pad_idx=PAD,
+                    positions=cfg.positions, max_positions=max(512, 2 * cfg.max_length + 10),
+                    share_embeddings=cfg.share_embeddings, norm_first=cfg.norm_first)
+    return dict(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab),
+                emb_size=cfg.emb_size, hidden_size=cfg.hidden_size, num_layers=cfg.layers,
+                dropout=cfg.dropout, pad_idx=PAD,
+                attention=None if cfg.attention == "none" else cfg.attention,
+                input_feeding=cfg.input_feeding)
+
+
+def _lr_schedule(cfg: TrainConfig) -> dict:
+    """The trainer's learning-rate hook: per epoch (LSTM: constant, halving from
+    --lr-decay-start) or per step (Transformer: warm-up, then inverse square root)."""
+    if cfg.arch == "transformer":
+        return {"lr_for_step": lambda step: inverse_sqrt_lr(cfg.lr, cfg.warmup_steps, step)}
+    return {"lr_for_epoch": lambda epoch: _lr_for_epoch(cfg, epoch)}
+
+
+def _dropout_generator(model):
+    return model.dropout_generator if isinstance(model, TransformerSeq2Seq) \
+        else model.decoder.dropout_generator
 
 
 def make_optimizer(cfg: TrainConfig, model):
@@ -336,11 +443,7 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict, comm=N
         epochs = _resume_epochs(cfg.epochs, ckpt_path, saved["train"].get("epochs"))
         cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "quiet": cfg.quiet, "out": str(run_dir)})
     prep = prepare_data(cfg, run_dir if run.resume else None)
-    model_cfg = dict(src_vocab_size=len(prep.src_vocab), tgt_vocab_size=len(prep.tgt_vocab),
-                     emb_size=cfg.emb_size, hidden_size=cfg.hidden_size, num_layers=cfg.layers,
-                     dropout=cfg.dropout, pad_idx=PAD,
-                     attention=None if cfg.attention == "none" else cfg.attention,
-                     input_feeding=cfg.input_feeding)
+    model_cfg = model_config(cfg, prep.src_vocab, prep.tgt_vocab)
     model = build_model(model_cfg, cfg.seed, cfg.dtype)
     tf_gen = grad.Generator(cfg.seed + 1)
     optimizer = make_optimizer(cfg, model)
@@ -379,8 +482,8 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict, comm=N
                       describe=describe, epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm,
                       nan_policy=cfg.nan_policy, skip_option=True,
                       select=cfg.select_metric, higher_is_better=cfg.select_metric != "loss",
-                      patience=cfg.patience, lr_for_epoch=lambda epoch: _lr_for_epoch(cfg, epoch),
-                      generators={"dropout_generator": model.decoder.dropout_generator,
+                      patience=cfg.patience, **_lr_schedule(cfg),
+                      generators={"dropout_generator": _dropout_generator(model),
                                   "tf_generator": tf_gen},
                       quiet=cfg.quiet, log=log, run_info=run_info, comm=comm,
                       check_every=cfg.check_every, seed=cfg.seed)

@@ -404,7 +404,8 @@ class Progress:
 class Trainer:
     """Epochs of optimisation steps, wired on the event ``Engine``::
 
-        EPOCH_STARTED        learning-rate schedule (``lr_for_epoch``), progress bar
+        EPOCH_STARTED        learning-rate schedule (``lr_for_epoch``; ``lr_for_step`` sets it before
+                             every step instead), progress bar
         ITERATION_COMPLETED  progress bar; a stop signal received? stop at this batch boundary
         EPOCH_COMPLETED      validate -> best.npz (if better) -> log line -> last.npz -> early stop
 
@@ -434,15 +435,16 @@ class Trainer:
                  run: RunDirectory | None = None, nan_policy: str = "stop",
                  skip_option: bool = False, select: str = "loss",
                  higher_is_better: bool = False, patience: int | None = None, lr_for_epoch=None,
-                 generators: dict | None = None, quiet: bool = False, log=print,
-                 run_info: dict | None = None, comm=None, check_every: int = 100, seed: int = 0,
-                 max_grad_norm: float | None = None):
+                 lr_for_step=None, generators: dict | None = None, quiet: bool = False,
+                 log=print, run_info: dict | None = None, comm=None, check_every: int = 100,
+                 seed: int = 0, max_grad_norm: float | None = None):
         self.model, self.optimizer, self.run = model, optimizer, run
         self.step, self.batches, self.validate, self.describe = step, batches, validate, describe
         self.epochs = epochs
         self.nan_policy, self.skip_option = nan_policy, skip_option     # is --nan-policy an option?
         self.select, self.higher_is_better, self.patience = select, higher_is_better, patience
         self.lr_for_epoch, self.generators = lr_for_epoch, dict(generators or {})
+        self.lr_for_step = lr_for_step        # iteration (from 1) -> lr, set before each step
         self.log, self.run_info = log, dict(run_info or {})      # run_info: added to log lines
         self.params = list(model.parameters())
         self.guard = DivergenceGuard()
@@ -519,6 +521,8 @@ class Trainer:
         """The engine's process function: the trainer's ``step`` (``minis2s.train.train_step``
         or ``minis2s.lm.training.train_step``) under the divergence guard, then the epoch sums.
         Data-parallel: ``_step_distributed`` on this rank's shard of the batch."""
+        if self.lr_for_step is not None:
+            self.optimizer.lr = self.lr_for_step(engine.state.iteration)
         if self.comm is not None:
             return self._step_distributed(engine, self.comm.shard(batch))
         with self.guard.step():

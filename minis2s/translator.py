@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-import grad
 from .checkpoint import CheckpointError, FORMAT_VERSION, load_checkpoint, read_json
-from .models import Seq2Seq
 from .runs import tokenizer_from_config
 
 Translation = namedtuple("Translation", ["text", "tokens", "score", "attention", "source_tokens"])
@@ -138,6 +136,7 @@ def load(run_dir, checkpoint: str = "best") -> Translator:
     from . import validate
     from .data.vocab import Vocab
     from .memory import MemoryLimitError
+    from .train import build_model
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: model directory not found")
@@ -182,8 +181,8 @@ def load(run_dir, checkpoint: str = "best") -> Translator:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        model = Seq2Seq(**model_cfg, generator=grad.Generator(0))
-    except (TypeError, MemoryLimitError) as exc:
+        model = build_model(model_cfg, 0)
+    except (TypeError, ValueError, MemoryLimitError) as exc:
         raise CheckpointError(f"{config_path}: invalid model config ({exc})") from exc
     state = load_checkpoint(path, model=model)    # names and shapes checked before data is read
     if {str(a.dtype) for a in state["model"].values()} == {"float64"}:

@@ -74,10 +74,50 @@ _SEQ2SEQ_KEYS = ("src_vocab_size", "tgt_vocab_size", "emb_size", "hidden_size", 
                  "dropout", "pad_idx", "attention", "input_feeding")
 
 
+_TRANSFORMER_KEYS = ("arch", "src_vocab_size", "tgt_vocab_size", "d_model", "nhead",
+                     "num_encoder_layers", "num_decoder_layers", "dim_feedforward", "dropout",
+                     "pad_idx", "positions", "max_positions", "share_embeddings", "norm_first")
+
+
+def transformer_model_config(d: dict, path) -> dict:
+    """The ``model`` entry of a Transformer translation run: the keyword arguments of
+    ``minis2s.models.transformer.TransformerSeq2Seq`` (plus ``"arch": "transformer"``)."""
+    _known_keys(d, _TRANSFORMER_KEYS, path, "'model'")
+    e = "model."
+    for key in ("src_vocab_size", "tgt_vocab_size", "d_model", "nhead", "num_encoder_layers",
+                "num_decoder_layers", "dim_feedforward", "max_positions"):
+        if key not in d:
+            raise CheckpointError(f"{path}: the 'model' entry has no {key!r}")
+        _positive_int(d, key, path, e)
+    _check(d["d_model"] % d["nhead"] == 0, path, e + "d_model", d["d_model"],
+           f"a multiple of nhead ({d['nhead']})")
+    if "dropout" in d:
+        _unit_open(d, "dropout", path, e)
+    if "pad_idx" in d:
+        v = d["pad_idx"]
+        _check(_is_int(v) and 0 <= v < min(d["src_vocab_size"], d["tgt_vocab_size"]), path,
+               e + "pad_idx", v, "an id inside both vocabularies")
+    if "positions" in d:
+        _check(d["positions"] in ("sinusoidal", "learned"), path, e + "positions",
+               d["positions"], "'sinusoidal' or 'learned'")
+    for key in ("share_embeddings", "norm_first"):
+        if key in d:
+            _check(isinstance(d[key], bool), path, e + key, d[key], "true or false")
+    if d.get("share_embeddings"):
+        _check(d["src_vocab_size"] == d["tgt_vocab_size"], path, e + "share_embeddings", True,
+               "false when the vocabularies differ in size")
+    return d
+
+
 def seq2seq_model_config(model_cfg, path) -> dict:
     """The ``model`` entry of a translation run's ``config.json``: the keyword arguments of
-    ``minis2s.models.Seq2Seq``, each of the right type and range."""
+    ``minis2s.models.Seq2Seq`` (or, with ``"arch": "transformer"``, of ``TransformerSeq2Seq``),
+    each of the right type and range."""
     d = _object(model_cfg, path, "the 'model' entry")
+    if "arch" in d:
+        _check(d["arch"] == "transformer", path, "model.arch", d["arch"],
+               "'transformer' (an LSTM model has no 'arch' entry)")
+        return transformer_model_config(d, path)
     _known_keys(d, _SEQ2SEQ_KEYS, path, "'model'")
     for key in ("src_vocab_size", "tgt_vocab_size"):
         if key not in d:
@@ -138,8 +178,13 @@ _POSITIVE_INT = (lambda v: _is_int(v) and v >= 1, "a positive integer")
 _OPTIONAL_POSITIVE_INT = (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null")
 _OPEN_UNIT = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 _TRAIN_CHECKS = {
-    "emb_size": _POSITIVE_INT, "hidden_size": (lambda v: _is_int(v) and v >= 2 and v % 2 == 0,
-                                               "an even positive integer"),
+    "emb_size": _POSITIVE_INT,
+    "arch": _choice("lstm", "transformer"), "heads": _OPTIONAL_POSITIVE_INT,
+    "encoder_layers": _OPTIONAL_POSITIVE_INT, "decoder_layers": _OPTIONAL_POSITIVE_INT,
+    "ff_size": _OPTIONAL_POSITIVE_INT, "warmup_steps": _OPTIONAL_POSITIVE_INT,
+    "positions": (lambda v: v in (None, "sinusoidal", "learned"), "'sinusoidal', 'learned' or null"),
+    "share_embeddings": (lambda v: isinstance(v, bool), "true or false"),
+    "norm_first": (lambda v: isinstance(v, bool), "true or false"),
     "layers": _POSITIVE_INT, "epochs": _POSITIVE_INT, "batch_size": _POSITIVE_INT,
     "max_length": _POSITIVE_INT, "bpe_merges": _POSITIVE_INT,
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
@@ -177,6 +222,13 @@ def resume_config(config, path, fields) -> dict:
     for key, (ok, expected) in _TRAIN_CHECKS.items():
         if key in train:
             _check(ok(train[key]), path, f"train.{key}", train[key], expected)
+    if "hidden_size" in train:
+        v = train["hidden_size"]
+        if train.get("arch", "lstm") == "transformer":   # d_model
+            _check(_is_int(v) and v >= 1, path, "train.hidden_size", v, "a positive integer")
+        else:                                            # two encoder directions
+            _check(_is_int(v) and v >= 2 and v % 2 == 0, path, "train.hidden_size", v,
+                   "an even positive integer")
     if any(k in train for k in ("tf_schedule", "tf_decay", "tf_min")):   # minis2s.tf_schedule
         from .tf_schedule import check_tf_schedule
         try:

@@ -63,9 +63,9 @@ MUTANTS = [
            "tf_ratio=tf_ratio, generator=tf_generator,",
            "generator=tf_generator,", TRAIN),
     Mutant("tf-generator-not-restored", "minis2s/train.py",          # nor saved: not handed over
-           'generators={"dropout_generator": model.decoder.dropout_generator,\n'
+           'generators={"dropout_generator": _dropout_generator(model),\n'
            '                                  "tf_generator": tf_gen},',
-           'generators={"dropout_generator": model.decoder.dropout_generator},', TRAIN),
+           'generators={"dropout_generator": _dropout_generator(model)},', TRAIN),
     Mutant("eval-loss-per-sentence", "minis2s/train.py",
            'stats = CorpusStats(nll_sum=sums["nll"], n_tokens=sums["tokens"],',
            'stats = CorpusStats(nll_sum=sums["nll"], n_tokens=n,', TRAIN),

@@ -270,3 +270,17 @@ def test_committed_decoder_step_picture_is_current():
     assert svg_labels(ROOT / "docs" / "images" / "decoder-step-graph.svg") == expected, (
         "regenerate: minis2s graph --arch seq2seq --what decoder-step "
         "--out docs/images/decoder-step-graph.svg")
+
+
+def test_viz_imports_only_the_standard_library_and_grad():
+    import ast
+    import sys
+    tree = ast.parse((ROOT / "grad" / "viz.py").read_text(encoding="utf-8"))
+    outside = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            outside += [a.name for a in node.names if a.name.split(".")[0] not in sys.stdlib_module_names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            if node.module.split(".")[0] not in sys.stdlib_module_names | {"__future__"}:
+                outside.append(node.module)
+    assert outside == []

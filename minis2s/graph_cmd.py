@@ -132,22 +132,27 @@ def _leaf(shape, name: str, inputs: dict, seed: int):
 
 
 def _lstm_step(model):
-    """One step of the decoder's first LSTM layer."""
+    """One time step of the decoder's LSTM, through every layer (the first reads ``x_t``)."""
     rnn = model.decoder.rnn
-    batch, hidden = SIZES["batch"], rnn.hidden_size
+    batch, hidden, n_layers = SIZES["batch"], rnn.hidden_size, rnn.num_layers
     inputs = {}
-    x_t = _leaf((batch, rnn.input_size), "x_t", inputs, 1)                 # (B, E + H)
-    h = _leaf((batch, hidden), "h_{t-1}", inputs, 2)                       # (B, H)
-    c = _leaf((batch, hidden), "c_{t-1}", inputs, 3)                       # (B, H)
+    x = _leaf((batch, rnn.input_size), "x_t", inputs, 1)                   # (B, E + H)
     if hasattr(rnn, "cell"):                                               # the public step API
-        h_t, c_t = rnn.cell(0, x_t, (h, c))
-    else:        # one time step through the layer: T = 1, batch-first, states (1, B, H)
-        from grad import ops
-        one = rnn.num_layers == 1
-        if not one:
-            raise ValueError("lstm-step draws layer 0 only: use --num-layers 1 with this version")
-        _, (h_n, c_n) = rnn(ops.unsqueeze(x_t, 1), (ops.unsqueeze(h, 0), ops.unsqueeze(c, 0)))
-        h_t, c_t = h_n[0], c_n[0]
+        outputs = {}
+        for k in range(n_layers):
+            at = "" if n_layers == 1 else f" layer {k}"
+            h = _leaf((batch, hidden), "h_{t-1}" + at, inputs, 2 + 2 * k)  # (B, H)
+            c = _leaf((batch, hidden), "c_{t-1}" + at, inputs, 3 + 2 * k)  # (B, H)
+            x, c_t = rnn.cell(k, x, (h, c))                                # next layer reads h_t
+            outputs["h_t" + at], outputs["c_t" + at] = x, c_t
+        return outputs, inputs
+    # Without the step API: the layer's own forward over a sequence of length 1.
+    from grad import ops
+    h = _leaf((n_layers, batch, hidden), "h_{t-1}", inputs, 2)             # (L, B, H)
+    c = _leaf((n_layers, batch, hidden), "c_{t-1}", inputs, 3)             # (L, B, H)
+    _, (h_t, c_t) = rnn(ops.unsqueeze(x, 1), (h, c))                       # (B, 1, E + H) in
+    if n_layers == 1:
+        h_t, c_t = h_t[0], c_t[0]                                          # (B, H)
     return {"h_t": h_t, "c_t": c_t}, inputs
 
 

@@ -136,8 +136,8 @@ def test_freed_graph_and_bad_arguments_are_refused():
 
 
 # --------------------------------------------------------------------------- the model graphs
-def graph_of(what, reference=True):
-    outputs, names = build_graph("seq2seq", what, reference=reference)
+def graph_of(what, reference=True, num_layers=1):
+    outputs, names = build_graph("seq2seq", what, num_layers, reference=reference)
     ops = set()
     nodes, edges, roots = parse_dot(viz.to_dot(outputs, names), ops)
     check_connected(nodes, edges, roots, ops)
@@ -177,6 +177,10 @@ def test_loss_and_lstm_step_graphs():
     assert {"x_t", "h_{t-1}", "c_{t-1}", "decoder.rnn.weight_ih_l0",
             "decoder.rnn.weight_hh_l0"} <= labels
     assert sorted(outs) == ["c_t", "h_t"] and len(outputs) == 2
+    for what in ("lstm-step", "decoder-step"):                             # two layers
+        (nodes, _, _), _, names = graph_of(what, num_layers=2)
+        labels = {lines[0] for lines in nodes.values()}
+        assert {"decoder.rnn.weight_ih_l1", "decoder.rnn.weight_hh_l1"} <= labels, what
 
 
 def test_reference_mode_graph_has_no_fused_node():

@@ -40,7 +40,6 @@ def _out_path(text: str) -> Path:
 
 def add_graph_parser(sub) -> None:
     """Register ``graph`` on the ``minis2s`` subcommand parser ``sub``."""
-    from .cli import _positive_int
     g = sub.add_parser("graph", help="draw the computation graph of a model piece (grad.viz)",
                        description="Draw the computation graph of one LSTM step, one decoder step "
                                    "or a whole small loss of a small seeded model, recorded in "
@@ -50,7 +49,7 @@ def add_graph_parser(sub) -> None:
     g.add_argument("--out", required=True, type=_out_path, metavar="FILE",
                    help="the format follows the suffix: .dot, .mmd, .md (Mermaid), .svg, .png "
                         "(these two need Graphviz's dot program)")
-    g.add_argument("--num-layers", type=_positive_int, default=1, metavar="N",
+    g.add_argument("--num-layers", type=int, choices=(1, 2, 3), default=1,
                    help="LSTM layers of the small model")
     g.add_argument("--fast", action="store_true",
                    help="record the fast path (fused nodes) instead of reference mode")
@@ -59,16 +58,15 @@ def add_graph_parser(sub) -> None:
 
 def cmd_graph(args) -> int:
     from grad import viz
-    from .cli import UsageError
     out = Path(args.out)
     if not out.parent.is_dir():
-        raise UsageError(f"--out {args.out}: no such directory {out.parent}")
+        raise ValueError(f"--out {args.out}: no such directory {out.parent}")
     suffix = out.suffix.lower()
     if suffix in (".svg", ".png"):
         try:
             viz.find_dot()                            # refuse before any work when dot is missing
         except viz.GraphvizNotFoundError:
-            raise UsageError(f"--out {args.out}: rendering {suffix} needs the Graphviz 'dot' "
+            raise ValueError(f"--out {args.out}: rendering {suffix} needs the Graphviz 'dot' "
                              "program, which is not on PATH: install the system package graphviz "
                              "(apt-get install graphviz, brew install graphviz), or write text "
                              "with --out FILE.dot, FILE.mmd or FILE.md") from None

@@ -4,9 +4,11 @@
     minis2s graph --what lstm-step --out lstm.dot        # Graphviz DOT text
     minis2s graph --what loss --out loss.md              # a Mermaid flowchart in a Markdown file
 
-``lstm-step``     one time step of the decoder's first LSTM layer: ``(x_t, h, c) -> (h', c')``
-``decoder-step``  one decoder step with input feeding and attention, from the decoder's state
-                  (encoder outputs, LSTM states, previous attentional vector) to the next
+``lstm-step``     one time step of the decoder's LSTM (``nn.LSTM.cell``, layer by layer):
+                  ``(x_t, h, c) -> (h', c')``
+``decoder-step``  one decoder step with input feeding and attention, through the decoder-step
+                  interface that search uses (``init_decoding``, then ``decode_step``): from the
+                  state (encoder outputs, LSTM states, previous attentional vector) to the next
                   log-probabilities and state
 ``loss``          the cross-entropy of a whole small batch: encoder, every decoder step, the loss
 
@@ -135,23 +137,14 @@ def _lstm_step(model):
     batch, hidden, n_layers = SIZES["batch"], rnn.hidden_size, rnn.num_layers
     inputs = {}
     x = _leaf((batch, rnn.input_size), "x_t", inputs, 1)                   # (B, E + H)
-    if hasattr(rnn, "cell"):                                               # the public step API
-        outputs = {}
-        for k in range(n_layers):
-            at = "" if n_layers == 1 else f" layer {k}"
-            h = _leaf((batch, hidden), "h_{t-1}" + at, inputs, 2 + 2 * k)  # (B, H)
-            c = _leaf((batch, hidden), "c_{t-1}" + at, inputs, 3 + 2 * k)  # (B, H)
-            x, c_t = rnn.cell(k, x, (h, c))                                # next layer reads h_t
-            outputs["h_t" + at], outputs["c_t" + at] = x, c_t
-        return outputs, inputs
-    # Without the step API: the layer's own forward over a sequence of length 1.
-    from grad import ops
-    h = _leaf((n_layers, batch, hidden), "h_{t-1}", inputs, 2)             # (L, B, H)
-    c = _leaf((n_layers, batch, hidden), "c_{t-1}", inputs, 3)             # (L, B, H)
-    _, (h_t, c_t) = rnn(ops.unsqueeze(x, 1), (h, c))                       # (B, 1, E + H) in
-    if n_layers == 1:
-        h_t, c_t = h_t[0], c_t[0]                                          # (B, H)
-    return {"h_t": h_t, "c_t": c_t}, inputs
+    outputs = {}
+    for k in range(n_layers):
+        at = "" if n_layers == 1 else f" layer {k}"
+        h = _leaf((batch, hidden), "h_{t-1}" + at, inputs, 2 + 2 * k)      # (B, H)
+        c = _leaf((batch, hidden), "c_{t-1}" + at, inputs, 3 + 2 * k)      # (B, H)
+        x, c_t = rnn.cell(k, x, (h, c))                                    # next layer reads h_t
+        outputs["h_t" + at], outputs["c_t" + at] = x, c_t
+    return outputs, inputs
 
 
 def _decoder_step(model):
@@ -161,28 +154,14 @@ def _decoder_step(model):
     src, lengths, tgt_in, _ = small_batch()
     prev = as_ids(tgt_in[:, 1])                                            # (B,) y_{t-1}
     inputs = {}
-    if hasattr(model, "decode_step") and hasattr(model, "init_decoding"):
-        with grad.no_grad():                      # the encoder is not part of this picture
-            state = model.init_decoding(as_ids(src), lengths)
-        _state_leaves(state, "state", inputs)
-        log_probs, state, attention = model.decode_step(prev, state)
-        outputs = {"log_probs": log_probs}
-        outputs.update({f"next {name}": t for name, t in _state_tensors(state, "state")
-                        if t._op})
-        if isinstance(attention, grad.Tensor) and attention._op:
-            outputs["attention"] = attention
-        return outputs, inputs
-    # Before the decoder-step interface: Decoder.step with the state passed piece by piece.
-    dec, batch, hidden = model.decoder, SIZES["batch"], SIZES["hidden"]
-    memory = _leaf((batch, SIZES["src_len"], hidden), "memory (encoder outputs)", inputs, 4)
-    feed = _leaf((batch, hidden), "h~_{t-1}", inputs, 5)
-    states = [_leaf((batch, 2 * hidden), f"state[{k}] = [h | c]", inputs, 6 + k)
-              for k in range(dec.num_layers)]
-    pad_mask = src == model.pad_idx                                        # (B, S) host bool
-    from grad import backend as B
-    log_probs, h_tilde, _ = dec.step(prev, feed, states, memory, B.asarray(pad_mask), dec.weights())
-    outputs = {"log_probs": log_probs, "h~_t": h_tilde}
-    outputs.update({f"next state[{k}]": s for k, s in enumerate(states)})
+    with grad.no_grad():                          # the encoder is not part of this picture
+        state = model.init_decoding(as_ids(src), lengths)
+    _state_leaves(state, "state", inputs)
+    log_probs, state, attention = model.decode_step(prev, state)
+    outputs = {"log_probs": log_probs}
+    outputs.update({f"next {name}": t for name, t in _state_tensors(state, "state") if t._op})
+    if isinstance(attention, grad.Tensor) and attention._op:
+        outputs["attention"] = attention
     return outputs, inputs
 
 

@@ -10,7 +10,8 @@ Modules: ``grad.backend`` (NumPy / CuPy / array_api_strict), ``grad.tensor`` (Te
 ``grad.ops`` (primitive ops), ``grad.functional`` (softmax, losses, embedding, dropout, LSTM
 cells, layer norm, attention), ``grad.nn`` (layers), ``grad.optim`` (SGD, Adam), ``grad.gradcheck``,
 ``grad.modes`` (``grad.reference_mode()``: run the composed twins of the fused functions;
-``@fused(reference=...)`` declares a pair, ``grad.modes.fused_functions()`` lists them).
+``@fused(reference=...)`` declares a pair, ``grad.modes.fused_functions()`` lists them),
+``grad.viz`` (the graph behind a tensor as DOT, Mermaid or a rendered picture).
 """
 from . import backend
 from .backend import Generator, manual_seed
@@ -23,6 +24,7 @@ from .factories import arange, full, ones, rand, randn, tensor, zeros, zeros_lik
 from . import functional
 from . import nn
 from . import optim
+from . import viz
 from .gradcheck import GradcheckError, gradcheck
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """The ``minis2s`` command: train, translate, evaluate, plot, tasks, data, export (and ``lm``,
-``exercise``, ``figures``).
+``exercise``, ``figures``, ``graph``).
 
 Every impossible setting is refused before any work starts, with one line on stderr and exit
 code 2; an interrupted training run exits with 130 (Ctrl-C, SIGINT) or 143 (SIGTERM) after saving
@@ -211,6 +211,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     add_exercise_parser(sub)
     from .figures import add_figures_parser                # minis2s figures (docs/images)
     add_figures_parser(sub)
+    from .graph_cmd import add_graph_parser                # minis2s graph (grad.viz)
+    add_graph_parser(sub)
     return p
 
 

@@ -222,7 +222,8 @@ def _saved_hidden_size(run_dir):
     try:
         with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
             model = json.load(f)["model"]
-            return int(model["d_model"] if model.get("arch") == "transformer" else model["hidden_size"])
+            return int(model["d_model"] if model.get("arch") == "transformer"     # seq2seq or LM
+                       or "hidden_size" not in model else model["hidden_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -128,6 +128,17 @@ def lstm_lm_params(vocab_size: int, emb_size: int, hidden_size: int, num_layers:
             + hidden_size * vocab_size + vocab_size)
 
 
+def transformer_lm_params(vocab_size: int, d_model: int, num_layers: int, dim_feedforward: int,
+                          learned_positions: int = 0, **_ignored) -> int:
+    """Parameters of ``minis2s.lm.transformer_lm.TransformerLanguageModel`` as built: embedding,
+    learned positions (rows, 0 for sinusoidal), per layer attention (``4 E^2 + 4 E``), feed-forward
+    (``2 E F + F + E``) and two LayerNorms (``4 E``), the final LayerNorm and the generator."""
+    e, f = d_model, dim_feedforward
+    per_layer = 4 * e * e + 4 * e + 2 * e * f + f + e + 4 * e
+    return (vocab_size * e + learned_positions * e + num_layers * per_layer + 2 * e
+            + e * vocab_size + vocab_size)
+
+
 def model_bytes(n_params: int) -> int:
     """A built model: every parameter in float32."""
     return FLOAT * n_params

@@ -116,7 +116,8 @@ def plot_run(run_dir, out):
         ax2.set_ylim(-2, 102)
         _epoch_axis(ax2)
         ax2.legend()
-    what = {"lm-lstm": "LSTM language model"}.get(kind, "seq2seq")
+    what = {"lm-lstm": "LSTM language model",
+            "lm-transformer": "Transformer language model"}.get(kind, "seq2seq")
     fig.suptitle(f"{run_dir} ({what})")
     fig.tight_layout()
     fig.savefig(out, dpi=100)

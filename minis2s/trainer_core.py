@@ -19,6 +19,7 @@ written before that key existed are recognised by their ``model``/``data``/``tra
     seq2seq    config.json src_vocab.json tgt_vocab.json train_sources.npy log.jsonl best.npz
                last.npz
     lm-lstm    config.json vocab.json log.jsonl best.npz last.npz
+    lm-transformer  (the same files as lm-lstm)
     lm-ngram   config.json ngram.json
 
 ``config.json`` (the run's description) is always written before the first checkpoint, so a
@@ -46,8 +47,10 @@ from .runs import RunLock
 
 KINDS = {"seq2seq": "a translation (seq2seq) run",
          "lm-lstm": "an LSTM language-model run",
+         "lm-transformer": "a Transformer language-model run",
          "lm-ngram": "an n-gram language-model run"}
-COMMANDS = {"seq2seq": "minis2s train", "lm-lstm": "minis2s lm train", "lm-ngram": "minis2s lm train"}
+COMMANDS = {"seq2seq": "minis2s train", "lm-lstm": "minis2s lm train",
+            "lm-transformer": "minis2s lm train", "lm-ngram": "minis2s lm train"}
 RUN_FILES = ("config.json", "src_vocab.json", "tgt_vocab.json", "train_sources.npy", "vocab.json",
              "ngram.json", "log.jsonl", "best.npz", "last.npz")
 CHECKPOINTS = ("last.npz", "best.npz", "ngram.json")

@@ -144,7 +144,7 @@ def load(run_dir, checkpoint: str = "best") -> Translator:
     config = read_json(config_path)
     kind = config.get("kind") if isinstance(config, dict) else None
     if isinstance(kind, str) and kind.startswith("lm-"):
-        readers = "'minis2s lm score'" + (" or 'minis2s lm generate'" if kind == "lm-lstm" else "")
+        readers = "'minis2s lm score'" + (" or 'minis2s lm generate'" if kind in ("lm-lstm", "lm-transformer") else "")
         raise CheckpointError(f"{run_dir}: a language-model run ({kind}), not a translation model; "
                               f"read it with {readers} --model {run_dir}")
     validate.run_config(config, config_path)

@@ -169,6 +169,38 @@ def lstm_lm_model_config(model_cfg, path) -> dict:
     return d
 
 
+_TRANSFORMER_LM_KEYS = ("vocab_size", "d_model", "nhead", "num_layers", "dim_feedforward",
+                        "dropout", "pad_idx", "positions", "max_len", "tie_weights")
+
+
+def transformer_lm_model_config(model_cfg, path) -> dict:
+    """The ``model`` entry of a Transformer language model's ``config.json``: the keyword
+    arguments of ``minis2s.lm.transformer_lm.TransformerLanguageModel``."""
+    d = _object(model_cfg, path, "the 'model' entry")
+    _known_keys(d, _TRANSFORMER_LM_KEYS, path, "'model'")
+    for key in ("vocab_size", "d_model", "nhead"):
+        if key not in d:
+            raise CheckpointError(f"{path}: the 'model' entry has no {key!r}")
+    e = "model."
+    for key in ("vocab_size", "d_model", "nhead", "num_layers", "dim_feedforward", "max_len"):
+        if key in d:
+            _positive_int(d, key, path, e)
+    _check(d["d_model"] % d["nhead"] == 0, path, e + "d_model", d["d_model"],
+           f"a multiple of model.nhead ({d['nhead']})")
+    if "dropout" in d:
+        _unit_open(d, "dropout", path, e)
+    if "pad_idx" in d:
+        _check(_is_int(d["pad_idx"]) and 0 <= d["pad_idx"] < d["vocab_size"], path, e + "pad_idx",
+               d["pad_idx"], "an id inside the vocabulary")
+    if "positions" in d:
+        _check(d["positions"] in ("sinusoidal", "learned"), path, e + "positions", d["positions"],
+               "'sinusoidal' or 'learned'")
+    if "tie_weights" in d:
+        _check(isinstance(d["tie_weights"], bool), path, e + "tie_weights", d["tie_weights"],
+               "true or false")
+    return d
+
+
 # ----------------------------------------------------------------------------- train options
 def _choice(*options):
     return lambda v: v in options, " or ".join(repr(o) for o in options)

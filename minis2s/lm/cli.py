@@ -16,15 +16,16 @@ from ..cli_common import (UsageError, _nonneg_int, _Parser, _positive_float, _po
 def add_lm_parser(sub) -> None:
     from .training import LMConfig
     d = LMConfig()
-    lm = sub.add_parser("lm", help="language models: n-gram and LSTM")
+    from .training import TRANSFORMER_DEFAULTS as TD
+    lm = sub.add_parser("lm", help="language models: n-gram, LSTM and Transformer")
     lsub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
 
-    t = lsub.add_parser("train", help="train an n-gram or LSTM language model")
+    t = lsub.add_parser("train", help="train an n-gram, LSTM or Transformer language model")
     src = t.add_mutually_exclusive_group()             # one of them, unless --resume
     src.add_argument("--corpus", metavar="FILE",
                      help="UTF-8 text, one sentence per line, blank lines skipped (split 80/10/10; default: none, give this or --builtin)")
     src.add_argument("--builtin", choices=["pydoc", "markov", "brackets"], help="built-in corpus (default: none, give this or --corpus)")
-    t.add_argument("--model", choices=["ngram", "lstm"], default=d.model)
+    t.add_argument("--model", choices=["ngram", "lstm", "transformer"], default=d.model)
     t.add_argument("--order", type=_positive_int, default=d.order)
     t.add_argument("--smoothing", choices=["add-k", "kneser-ney"], default=d.smoothing)
     t.add_argument("--k", type=_positive_float, default=d.k, help="add-k constant (1 = Laplace)")
@@ -32,21 +33,35 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--bpe-merges", type=_positive_int, default=d.bpe_merges)
     t.add_argument("--min-freq", type=_positive_int, default=d.min_freq,
                    help="rarer training tokens become <unk>")
-    t.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
-    t.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size)
-    t.add_argument("--layers", type=_positive_int, default=d.layers)
+    t.add_argument("--emb-size", type=_positive_int, default=d.emb_size, help="LSTM only")
+    t.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size,
+                   help="LSTM state size; d_model for the Transformer (a multiple of --heads)")
+    t.add_argument("--layers", type=_positive_int,
+                   help=f"default: {d.layers} (LSTM), {TD['layers']} (Transformer)")
+    t.add_argument("--heads", type=_positive_int, default=d.heads, help="Transformer attention heads")
+    t.add_argument("--ff-size", type=_positive_int,
+                   help="Transformer feed-forward width (default: 4 x --hidden-size)")
+    t.add_argument("--positions", choices=["sinusoidal", "learned"], default=d.positions,
+                   help="Transformer position encoding")
+    t.add_argument("--warmup-steps", type=_positive_int, default=d.warmup_steps,
+                   help="Transformer: steps of linear warm-up to --lr, then lr falls as "
+                        "1/sqrt(step)")
     t.add_argument("--dropout", type=_unit_open_float, default=d.dropout)
-    t.add_argument("--tie-weights", action="store_true")
+    t.add_argument("--tie-weights", action="store_true",
+                   help="the output layer uses the embedding matrix (LSTM: needs --emb-size = "
+                        "--hidden-size)")
     t.add_argument("--max-length", type=_positive_int, default=d.max_length, metavar="N",
                    help=f"drop sentences longer than N tokens, with a warning (default {d.max_length})")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    t.add_argument("--lr", type=_positive_float, default=d.lr)
+    t.add_argument("--lr", type=_positive_float,
+                   help=f"default: {d.lr} (LSTM), peak {TD['lr']} (Transformer)")
     t.add_argument("--seed", type=_nonneg_int, default=d.seed)
     t.add_argument("--out", metavar="DIR",
                    help="run directory (default: runs/lm-NAME-MODEL, numbered if taken)")
     t.add_argument("--resume", metavar="DIR",
-                   help="continue the LSTM run in DIR (--epochs is the total; default: a new run)")
+                   help="continue the LSTM or Transformer run in DIR (--epochs is the total; "
+                        "default: a new run)")
     t.add_argument("--quiet", action="store_true")
     add_reference_and_dtype(t)
     add_threads_option(t)
@@ -78,12 +93,16 @@ def add_lm_parser(sub) -> None:
     add_max_memory(g)
     g.set_defaults(func=cmd_lm_generate)
 
-    c = lsub.add_parser("compare", help="test perplexity of n-grams (orders 1-5) and an LSTM")
+    c = lsub.add_parser("compare", help="test perplexity of n-grams (orders 1-5), an LSTM and a "
+                                        "Transformer")
     c.add_argument("--builtin", required=True, choices=["pydoc", "markov", "brackets"])
     c.add_argument("--epochs", type=_positive_int, default=d.epochs)
     c.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size)
     c.add_argument("--emb-size", type=_positive_int, default=d.emb_size)
     c.add_argument("--max-order", type=_positive_int, default=5)
+    c.add_argument("--no-transformer", action="store_true",
+                   help="leave out the Transformer (whose d_model is --hidden-size, with "
+                        f"{TD['layers']} layers, {d.heads} heads, peak lr {TD['lr']})")
     c.add_argument("--seed", type=_nonneg_int, default=0)
     add_threads_option(c)
     c.set_defaults(func=cmd_lm_compare)
@@ -129,14 +148,29 @@ def cmd_lm_train(args) -> int:
         raise UsageError("one of the arguments --corpus --builtin is required")
     tune_allocator()
     check_out_dir(args.out)
+    from .training import TRANSFORMER_DEFAULTS
     names = {f.name for f in fields(LMConfig)}
-    cfg = LMConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.model == "transformer":                   # its own defaults where the LSTM's differ
+        given = {**TRANSFORMER_DEFAULTS, **given}
+        if given["hidden_size"] % given.get("heads", LMConfig.heads):
+            raise UsageError(f"--hidden-size {given['hidden_size']} (d_model) must be a multiple "
+                             f"of --heads {given.get('heads', LMConfig.heads)}")
+    cfg = LMConfig(**given)
     if cfg.model == "lstm" and not args.resume:
         _require_training_memory(f"an LSTM language model with --emb-size {cfg.emb_size} "
                                  f"--hidden-size {cfg.hidden_size} --layers {cfg.layers}",
                                  lstm_lm_params(4, cfg.emb_size, cfg.hidden_size, cfg.layers), "adam")
+    if cfg.model == "transformer" and not args.resume:
+        from ..memory import transformer_lm_params
+        ff = cfg.ff_size or 4 * cfg.hidden_size
+        learned = cfg.max_length + 1 if cfg.positions == "learned" else 0
+        _require_training_memory(f"a Transformer language model with --hidden-size "
+                                 f"{cfg.hidden_size} --layers {cfg.layers} --ff-size {ff}",
+                                 transformer_lm_params(4, cfg.hidden_size, cfg.layers, ff, learned),
+                                 "adam")
     hidden = (_saved_hidden_size(args.resume) if args.resume
-              else cfg.hidden_size if cfg.model == "lstm" else None)
+              else cfg.hidden_size if cfg.model in ("lstm", "transformer") else None)
     threads = set_threads(args, hidden)
     comm = world()
     run_info = {"blas_threads": threads["blas_threads"], "threads_reason": threads["threads_reason"]}
@@ -208,10 +242,12 @@ def cmd_lm_compare(args) -> int:
     print(set_threads(args, args.hidden_size)["header"], flush=True)
     rows, info = compare(args.builtin, dict(epochs=args.epochs, hidden_size=args.hidden_size,
                                             emb_size=args.emb_size, quiet=True),
-                         orders=range(1, args.max_order + 1), seed=args.seed)
+                         orders=range(1, args.max_order + 1), seed=args.seed,
+                         transformer_cfg=False if args.no_transformer else None)
     if info:
         print("corpus: " + ", ".join(f"{k}={v}" for k, v in info.items() if not isinstance(v, (list, dict))))
-    print(f"{'model':<24} {'test perplexity':>16} {'time (s)':>9}")
+    width = max(24, *(len(name) for name, _, _ in rows))
+    print(f"{'model':<{width}} {'test perplexity':>16} {'time (s)':>9}")
     for name, ppl, seconds in rows:
-        print(f"{name:<24} {ppl:>16.3f} {seconds:>9.1f}")
+        print(f"{name:<{width}} {ppl:>16.3f} {seconds:>9.1f}")
     return 0

@@ -1,9 +1,12 @@
-"""Training and loading language models: n-gram (counting) and LSTM (the event engine).
+"""Training and loading language models: n-gram (counting), and LSTM or Transformer (the event
+engine).
 
 Both kinds are measured the same way: cross-entropy per predicted token in nats, EOS counted and
 BOS never predicted, over a whole split; perplexity = exp(cross-entropy). Empty sentences are
 kept (one predicted token, EOS), and the LSTM's training loss weighs every predicted token the
 same, whatever the length of the batch it falls in, so both kinds fit by maximum likelihood.
+The Transformer is trained as the LSTM is, except for its learning rate: the inverse-square-root
+schedule with a warm-up (``minis2s.schedules.inverse_sqrt``), ``lr`` being its peak.
 """
 from __future__ import annotations
 
@@ -23,13 +26,21 @@ from ..data.vocab import PAD
 from ..metrics import format_ppl, perplexity
 from ..trainer_core import RunDirectory, Trainer, default_run_dir
 from .lstm_lm import LSTMLanguageModel, pad_batch, perplexity_from_scores
+from .transformer_lm import TransformerLanguageModel
+
+NEURAL = {"lstm": LSTMLanguageModel, "transformer": TransformerLanguageModel}
+
+
+# The Transformer's own defaults where the LSTM's differ (``lm train --model transformer``
+# and ``lm compare`` use them unless --layers / --lr are given).
+TRANSFORMER_DEFAULTS = {"layers": 2, "lr": 1e-3}
 
 
 @dataclass
 class LMConfig:
     corpus: str | None = None
     builtin: str | None = None
-    model: str = "lstm"               # "lstm" or "ngram"
+    model: str = "lstm"               # "lstm", "transformer" or "ngram"
     order: int = 3
     smoothing: str = "kneser-ney"
     k: float = 1.0
@@ -41,13 +52,17 @@ class LMConfig:
     layers: int = 1
     dropout: float = 0.1
     tie_weights: bool = False
+    heads: int = 4                    # Transformer: attention heads (hidden_size is d_model)
+    ff_size: int | None = None        # Transformer: feed-forward width (None: 4 x hidden_size)
+    positions: str = "sinusoidal"     # Transformer: "sinusoidal" or "learned"
+    warmup_steps: int = 100           # Transformer: steps of linear warm-up to lr
     max_length: int = 5000            # longer sentences are dropped, with a warning
     epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-3
     max_grad_norm: float = 5.0
     seed: int = 0
-    dtype: str = "float32"            # of the LSTM's weights and optimizer state
+    dtype: str = "float32"            # of the weights and optimizer state (LSTM or Transformer)
     out: str | None = None
     quiet: bool = False
     check_every: int = 100            # data-parallel: steps between parameter checksums
@@ -148,7 +163,14 @@ def evaluate_lm(model, ids, batch_size: int = 64, comm=None) -> float:
     return -logprob / max(n, 1)
 
 
-def _lstm_model_config(cfg: LMConfig, vocab) -> dict:
+def _model_config(cfg: LMConfig, vocab) -> dict:
+    """The keyword arguments of the model class ``cfg.model`` names (``config.json``'s "model")."""
+    if cfg.model == "transformer":
+        # learned positions cover the longest sentence training keeps, with <s>
+        return dict(vocab_size=len(vocab), d_model=cfg.hidden_size, nhead=cfg.heads,
+                    num_layers=cfg.layers, dim_feedforward=cfg.ff_size or 4 * cfg.hidden_size,
+                    dropout=cfg.dropout, pad_idx=0, positions=cfg.positions,
+                    max_len=cfg.max_length + 1, tie_weights=cfg.tie_weights)
     return dict(vocab_size=len(vocab), emb_size=cfg.emb_size, hidden_size=cfg.hidden_size,
                 num_layers=cfg.layers, dropout=cfg.dropout, pad_idx=PAD, tie_weights=cfg.tie_weights)
 
@@ -163,8 +185,9 @@ def build_lstm_lm(model_cfg: dict, seed: int, dtype: str = "float32") -> LSTMLan
 
 def train_step(model, optimizer, batch, cfg: LMConfig, comm=None, *, scale: float, epoch: int = 1,
                guard=None) -> dict:
-    """One optimisation step of the LSTM LM, in the order it happens: zero the gradients ->
-    forward (teacher forcing, ``x[:-1] -> x[1:]``) -> loss -> backward -> clip -> update.
+    """One optimisation step of the LSTM LM (or the Transformer LM: the same ``loss``), in the
+    order it happens: zero the gradients -> forward (teacher forcing, ``x[:-1] -> x[1:]``) ->
+    loss -> backward -> clip -> update.
 
     ``batch``: ``(ids (B, T) host int64, lengths (B,))`` from ``pad_batch`` (BOS ... EOS);
     ``scale``: the number the batch's *summed* loss is divided by (the mean predicted tokens per
@@ -197,10 +220,15 @@ def train_step(model, optimizer, batch, cfg: LMConfig, comm=None, *, scale: floa
     return {"loss": value, "n_tokens": n_tokens, "grad_norm": grad_norm}
 
 
+_lstm_model_config = _model_config
+
+
 def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = None, log=print,
                vocab=None, resume_from=None, run_info: dict | None = None, comm=None):
-    """Teacher-forced training on ``x[:-1] -> x[1:]`` with Adam and clipping, validated each
-    epoch; the best epoch (valid cross-entropy) is kept. On the trainer core
+    """Train the neural LM ``cfg.model`` names (``"lstm"`` or ``"transformer"``; the function's
+    name is the older one): teacher-forced training on ``x[:-1] -> x[1:]`` with Adam and clipping
+    (the Transformer's rate following ``minis2s.schedules.inverse_sqrt`` with peak ``cfg.lr``),
+    validated each epoch; the best epoch (valid cross-entropy) is kept. On the trainer core
     (``minis2s.trainer_core.Trainer``): with a ``run`` directory, checkpoints every epoch, a
     resumable checkpoint on SIGINT/SIGTERM, and ``resume_from`` (a checkpoint path) to continue
     from; without one (``lm compare``), the best weights are kept in memory. ``run_info`` (e.g.
@@ -208,8 +236,18 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
     from ..data.batching import make_batches
     from ..data.vocab import Vocab
     vocab = vocab if vocab is not None else Vocab.build(train, min_freq=cfg.min_freq)
-    model = build_lstm_lm(_lstm_model_config(cfg, vocab), cfg.seed, cfg.dtype)
+    if cfg.model == "transformer":
+        if cfg.dtype not in ("float32", "float64"):
+            raise ValueError(f"--dtype must be float32 or float64, got {cfg.dtype!r}")
+        model = TransformerLanguageModel(**_model_config(cfg, vocab),
+                                         generator=grad.Generator(cfg.seed), dtype=cfg.dtype)
+    else:
+        model = build_lstm_lm(_model_config(cfg, vocab), cfg.seed, cfg.dtype)
     opt = optim.Adam(model.parameters(), lr=cfg.lr)
+    lr_for_step = None
+    if cfg.model == "transformer":
+        from ..schedules import inverse_sqrt_schedule
+        lr_for_step = inverse_sqrt_schedule(cfg.lr, cfg.warmup_steps)
     ids = {"train": _encode(vocab, train), "valid": _encode(vocab, valid), "test": _encode(vocab, test)}
     lengths = [len(s) for s in ids["train"]]
 
@@ -242,6 +280,7 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
 
     trainer = Trainer(model, opt, run=run, batches=batches, validate=validate,
                       step=step, describe=describe, epochs=cfg.epochs,
+                      lr_for_step=lr_for_step,
                       max_grad_norm=cfg.max_grad_norm,
                       generators={"dropout_generator": model.dropout_generator},
                       quiet=cfg.quiet, log=log, run_info=run_info, comm=comm,
@@ -269,17 +308,19 @@ def fit_lm(cfg: LMConfig, log=print, resume=None, run_info: dict | None = None, 
     run lock and the run-directory checks of ``minis2s.trainer_core.RunDirectory``, and writes
     its description (``config.json``, and ``vocab.json`` for an LSTM) before any model file."""
     start = time.time()
-    if comm is not None and cfg.model != "lstm" and not resume:
+    if comm is not None and (cfg.model != "lstm" and not resume
+                             or resume and _neural_kind(resume) != "lm-lstm"):
         raise ValueError("only LSTM language models train data-parallel (an n-gram model is "
-                         "counted in one pass): run it without mpiexec")
+                         "counted in one pass; the Transformer LM has no data-parallel run yet): "
+                         "run it without mpiexec")
     if comm is not None and not comm.is_root:
         path = comm.bcast(None)          # rank 0's directory, once rank 0 holds it
         run = RunDirectory(path, "lm-lstm", resume=bool(resume), follower=True)
     elif resume:
-        run = RunDirectory(resume, "lm-lstm", resume=True)
+        run = RunDirectory(resume, _neural_kind(resume), resume=True)
     else:
-        if cfg.model not in ("ngram", "lstm"):
-            raise ValueError(f"--model must be 'ngram' or 'lstm', got {cfg.model!r}")
+        if cfg.model not in ("ngram", "lstm", "transformer"):
+            raise ValueError(f"--model must be 'ngram', 'lstm' or 'transformer', got {cfg.model!r}")
         if not (cfg.corpus or cfg.builtin):
             raise ValueError("give --corpus FILE or --builtin NAME")
         out = (Path(cfg.out) if cfg.out else
@@ -291,6 +332,16 @@ def fit_lm(cfg: LMConfig, log=print, resume=None, run_info: dict | None = None, 
         figures = _fit_lm_locked(cfg, run, log, run_info, comm)
     figures.update(run_dir=str(run.path), time=time.time() - start)
     return figures
+
+
+def _neural_kind(run_dir) -> str:
+    """The kind a resumed LM run is checked against: the Transformer's when its config says so,
+    else the LSTM's (whose checks then name whatever else the directory holds)."""
+    try:
+        kind = read_json(Path(run_dir) / "config.json").get("kind")
+    except (CheckpointError, AttributeError):
+        kind = None
+    return "lm-transformer" if kind == "lm-transformer" else "lm-lstm"
 
 
 def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info, comm=None) -> dict:
@@ -316,7 +367,7 @@ def _fit_lm_locked(cfg: LMConfig, run: RunDirectory, log, run_info, comm=None) -
             vocab = Vocab.load(out / "vocab.json")
         else:
             vocab = Vocab.build(train, min_freq=cfg.min_freq)
-            config["model"] = _lstm_model_config(cfg, vocab)
+            config["model"] = _model_config(cfg, vocab)
             if run.writes:
                 write_json(out / "config.json", config)   # first, before any other file
                 write_json(out / "vocab.json", vocab.to_dict())
@@ -382,7 +433,7 @@ def load_lm(run_dir) -> LoadedLM:
     if kind in (None, "seq2seq") and "model" in config and "data" in config:
         raise CheckpointError(f"{run_dir}: a translation run, not a language model; read it with "
                               f"'minis2s translate' or 'minis2s evaluate' --model {run_dir}")
-    if kind not in ("lm-ngram", "lm-lstm"):
+    if kind not in ("lm-ngram", "lm-lstm", "lm-transformer"):
         raise CheckpointError(f"{config_path}: not a language model directory (kind {kind!r})")
     try:
         tok = tokenizer_from_config(config["tokenizer"])
@@ -398,8 +449,9 @@ def load_lm(run_dir) -> LoadedLM:
         vocab = Vocab.load(vocab_path)
     except ValueError as exc:                       # its message already names the file
         raise CheckpointError(str(exc)) from exc
-    from ..validate import lstm_lm_model_config
-    model_cfg = lstm_lm_model_config(config.get("model"), config_path)
+    from ..validate import lstm_lm_model_config, transformer_lm_model_config
+    check = transformer_lm_model_config if kind == "lm-transformer" else lstm_lm_model_config
+    model_cfg = check(config.get("model"), config_path)
     if model_cfg["vocab_size"] != len(vocab):
         raise CheckpointError(f"{vocab_path}: {len(vocab)} tokens, but {config_path} says the model "
                               f"has {model_cfg['vocab_size']}")
@@ -407,7 +459,7 @@ def load_lm(run_dir) -> LoadedLM:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        model = LSTMLanguageModel(**model_cfg, generator=grad.Generator(0))
+        model = NEURAL[kind[3:]](**model_cfg, generator=grad.Generator(0))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: unusable model entry ({exc})") from exc
     try:                            # names and shapes checked before any data is read
@@ -422,8 +474,11 @@ def load_lm(run_dir) -> LoadedLM:
     return LoadedLM(kind, model, tok, vocab)
 
 
-def compare(builtin: str, lstm_cfg: dict | None = None, orders=(1, 2, 3, 4, 5), log=print, seed: int = 0):
-    """Test perplexities of n-gram LMs (orders, both smoothings) and an LSTM LM on one split."""
+def compare(builtin: str, lstm_cfg: dict | None = None, orders=(1, 2, 3, 4, 5), log=print,
+            seed: int = 0, transformer_cfg: dict | None = None):
+    """Test perplexities of n-gram LMs (orders, both smoothings), an LSTM LM and, unless
+    ``transformer_cfg`` is False, a Transformer LM (``lstm_cfg`` updated by ``transformer_cfg``,
+    which defaults to ``TRANSFORMER_DEFAULTS``) on one split."""
     cfg = LMConfig(builtin=builtin, seed=seed, **(lstm_cfg or {}))
     train, valid, test, _, info = load_corpus(cfg)
     rows = []
@@ -436,4 +491,12 @@ def compare(builtin: str, lstm_cfg: dict | None = None, orders=(1, 2, 3, 4, 5), 
     t0 = time.time()
     _, _, figures = train_lstm(cfg, train, valid, test, None, log=lambda m: None if cfg.quiet else log(m))
     rows.append((f"LSTM ({cfg.layers}x{cfg.hidden_size})", figures["test_ppl"], time.time() - t0))
+    if transformer_cfg is not False:
+        tcfg = LMConfig(**{**asdict(cfg), "model": "transformer", **TRANSFORMER_DEFAULTS,
+                           **(transformer_cfg or {})})
+        t0 = time.time()
+        _, _, figures = train_lstm(tcfg, train, valid, test, None,
+                                   log=lambda m: None if cfg.quiet else log(m))
+        rows.append((f"Transformer ({tcfg.layers}x{tcfg.hidden_size}, {tcfg.heads} heads)",
+                     figures["test_ppl"], time.time() - t0))
     return rows, info

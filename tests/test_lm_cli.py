@@ -50,7 +50,8 @@ def test_lm_compare_markov_prints_every_row_of_the_table(tmp_path):
     assert best == pytest.approx(math.exp(float(info["entropy_rate_nats"])))
     assert lines[1].split() == ["model", "test", "perplexity", "time", "(s)"]
     rows = [line.rsplit(None, 2) for line in lines[2:]]
-    names = [f"{n}-gram {s}" for n in range(1, 6) for s in ("add-k", "kneser-ney")] + ["LSTM (1x16)"]
+    names = ([f"{n}-gram {s}" for n in range(1, 6) for s in ("add-k", "kneser-ney")]
+             + ["LSTM (1x16)", "Transformer (2x16, 4 heads)"])
     assert [name for name, _, _ in rows] == names
     ppl = {name: float(p) for name, p, _ in rows}
     assert all(float(t) >= 0 for _, _, t in rows)

@@ -142,10 +142,12 @@ class TransformerLanguageModel(nn.Module):
         h = self.hidden(x_in)                                                 # (B, T, E)
         steps = max(1, self.score_cells // (len(chunk) * self.config["vocab_size"]))
         totals = np.zeros(len(chunk))
-        for s in range(0, x_in.shape[1], steps):
-            logp = B.to_numpy(F.log_softmax(self.output_layer(h[:, s:s + steps]), dim=-1).data)
-            picked = np.take_along_axis(logp, x_out[:, s:s + steps, None], axis=2)[:, :, 0]
-            totals += np.where(mask[:, s:s + steps], picked, 0.0).sum(axis=1, dtype=np.float64)
+        n_steps = x_in.shape[1]
+        for s in range(0, n_steps, steps):
+            e = min(s + steps, n_steps)                    # in bounds: the array API requires it
+            logp = B.to_numpy(F.log_softmax(self.output_layer(h[:, s:e]), dim=-1).data)
+            picked = np.take_along_axis(logp, x_out[:, s:e, None], axis=2)[:, :, 0]
+            totals += np.where(mask[:, s:e], picked, 0.0).sum(axis=1, dtype=np.float64)
         return [(float(t), int(m.sum())) for t, m in zip(totals, mask)]
 
     @no_grad()

@@ -33,7 +33,7 @@ NEURAL = {"lstm": LSTMLanguageModel, "transformer": TransformerLanguageModel}
 
 # The Transformer's own defaults where the LSTM's differ (``lm train --model transformer``
 # and ``lm compare`` use them unless --layers / --lr are given).
-TRANSFORMER_DEFAULTS = {"layers": 2, "lr": 1e-3}
+TRANSFORMER_DEFAULTS = {"layers": 2, "lr": 3e-3}
 
 
 @dataclass

@@ -231,3 +231,19 @@ def test_lm_train_transformer_refuses_d_model_not_divisible_by_heads(tmp_path, c
     assert rc == 2
     assert "--hidden-size 30 (d_model) must be a multiple of --heads 4" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "transformer", "--emb-size", "8", "--hidden-size", "16"],
+     "--emb-size 8 means nothing for --model transformer: its word vectors are d_model = "
+     "--hidden-size wide"),
+    (["--model", "lstm", "--heads", "2", "--warmup-steps", "10"],
+     "--heads, --warmup-steps only apply to --model transformer, not --model lstm"),
+])
+def test_lm_train_refuses_options_that_mean_nothing_for_the_model(tmp_path, capsys, args, message):
+    from minis2s.cli import main
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    assert main(["lm", "train", "--corpus", str(corpus), *args, "--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -33,19 +33,20 @@ def add_lm_parser(sub) -> None:
     t.add_argument("--bpe-merges", type=_positive_int, default=d.bpe_merges)
     t.add_argument("--min-freq", type=_positive_int, default=d.min_freq,
                    help="rarer training tokens become <unk>")
-    t.add_argument("--emb-size", type=_positive_int, default=d.emb_size, help="LSTM only")
+    t.add_argument("--emb-size", type=_positive_int,
+                   help=f"LSTM word-vector size (default {d.emb_size}; the Transformer's is --hidden-size)")
     t.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size,
                    help="LSTM state size; d_model for the Transformer (a multiple of --heads)")
     t.add_argument("--layers", type=_positive_int,
                    help=f"default: {d.layers} (LSTM), {TD['layers']} (Transformer)")
-    t.add_argument("--heads", type=_positive_int, default=d.heads, help="Transformer attention heads")
+    t.add_argument("--heads", type=_positive_int, help=f"Transformer attention heads (default {d.heads})")
     t.add_argument("--ff-size", type=_positive_int,
                    help="Transformer feed-forward width (default: 4 x --hidden-size)")
-    t.add_argument("--positions", choices=["sinusoidal", "learned"], default=d.positions,
-                   help="Transformer position encoding")
-    t.add_argument("--warmup-steps", type=_positive_int, default=d.warmup_steps,
+    t.add_argument("--positions", choices=["sinusoidal", "learned"],
+                   help=f"Transformer position encoding (default {d.positions})")
+    t.add_argument("--warmup-steps", type=_positive_int,
                    help="Transformer: steps of linear warm-up to --lr, then lr falls as "
-                        "1/sqrt(step)")
+                        f"1/sqrt(step) (default {d.warmup_steps})")
     t.add_argument("--dropout", type=_unit_open_float, default=d.dropout)
     t.add_argument("--tie-weights", action="store_true",
                    help="the output layer uses the embedding matrix (LSTM: needs --emb-size = "
@@ -79,7 +80,8 @@ def add_lm_parser(sub) -> None:
     add_max_memory(s)
     s.set_defaults(func=cmd_lm_score)
 
-    g = lsub.add_parser("generate", help="sample sentences from a language model (LSTM or n-gram)")
+    g = lsub.add_parser("generate", help="sample sentences from a language model (LSTM, Transformer "
+                                         "or n-gram)")
     g.add_argument("--model", required=True, metavar="DIR")
     g.add_argument("--n", type=_positive_int, help="sentences (default: 5; 1 with --greedy)")
     g.add_argument("--temperature", type=_positive_float, default=1.0)
@@ -127,6 +129,22 @@ def _train_defaults() -> dict:
     return vars(parser.parse_args(["lm", "train"]))
 
 
+_TRANSFORMER_ONLY = ("heads", "ff_size", "positions", "warmup_steps")
+
+
+def _refuse_meaningless_options(args) -> None:
+    """Options that mean nothing for the chosen model are refused, not silently ignored."""
+    if args.model == "transformer":
+        if args.emb_size is not None and args.emb_size != args.hidden_size:
+            raise UsageError(f"--emb-size {args.emb_size} means nothing for --model transformer: "
+                             "its word vectors are d_model = --hidden-size wide")
+        return
+    given = [n for n in _TRANSFORMER_ONLY if getattr(args, n) is not None]
+    if given:
+        raise UsageError(", ".join("--" + n.replace("_", "-") for n in given)
+                         + f" only apply to --model transformer, not --model {args.model}")
+
+
 def cmd_lm_train(args) -> int:
     import os
     from dataclasses import fields
@@ -151,6 +169,8 @@ def cmd_lm_train(args) -> int:
     from .training import TRANSFORMER_DEFAULTS
     names = {f.name for f in fields(LMConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if not args.resume:
+        _refuse_meaningless_options(args)
     if args.model == "transformer":                   # its own defaults where the LSTM's differ
         given = {**TRANSFORMER_DEFAULTS, **given}
         if given["hidden_size"] % given.get("heads", LMConfig.heads):
@@ -237,7 +257,10 @@ def cmd_lm_generate(args) -> int:
 
 
 def cmd_lm_compare(args) -> int:
-    from .training import compare
+    from .training import LMConfig, compare
+    if not args.no_transformer and args.hidden_size % LMConfig.heads:
+        raise UsageError(f"--hidden-size {args.hidden_size} is the Transformer's d_model and must "
+                         f"be a multiple of its {LMConfig.heads} heads (or give --no-transformer)")
     tune_allocator()
     print(set_threads(args, args.hidden_size)["header"], flush=True)
     rows, info = compare(args.builtin, dict(epochs=args.epochs, hidden_size=args.hidden_size,

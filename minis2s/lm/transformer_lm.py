@@ -5,7 +5,8 @@ encoding -> ``num_layers`` self-attention layers -> a final LayerNorm -> a linea
 the vocabulary. Every position attends to itself and the positions before it (the causal mask,
 ``is_causal=True``) and never to PAD (``key_padding_mask``: with the right-padded batches of
 minis2s the causal mask alone already hides every PAD key from every real position, so this mask
-changes nothing there; it keeps the model right for any padding), so all positions of a sentence are
+changes nothing there; it would keep out a PAD placed before a real token), so all positions of
+a sentence are
 trained at once with teacher forcing (``x[:-1] -> x[1:]``) while each prediction still sees only
 its prefix -- the same objective as ``minis2s.lm.lstm_lm.LSTMLanguageModel``, and the same
 interface (``forward``, ``loss``, ``score``, ``generate``), so the LM trainer, perplexity,

@@ -1,5 +1,5 @@
 """The causal Transformer language model: the causal and padding masks, reference mode against
-the fused path, gradients, scoring and generation on every backend; its learning-rate schedule;
+the fused path, gradients, scoring and generation on every backend;
 a learning test on a copy language (where attention wins); ``lm train --model transformer``
 runs that score, generate and resume bit for bit."""
 import math
@@ -14,7 +14,7 @@ from grad import backend as B
 from grad import functional as F
 from minis2s.lm.lstm_lm import pad_batch
 from minis2s.lm.transformer_lm import TransformerLanguageModel
-from minis2s.schedules import inverse_sqrt, inverse_sqrt_schedule
+from minis2s.train import inverse_sqrt_lr
 
 from helpers import BACKENDS
 
@@ -123,17 +123,6 @@ def test_learned_positions_refuse_a_sequence_longer_than_the_table():
     assert all(len(s) <= 4 for s in lm.generate(3, max_len=50, generator=grad.Generator(0)))
 
 
-def test_inverse_sqrt_schedule_warms_up_linearly_then_falls_as_one_over_sqrt_step():
-    assert [inverse_sqrt(s, 1.0, 4) for s in (1, 2, 4)] == [0.25, 0.5, 1.0]
-    assert inverse_sqrt(16, 1e-3, 4) == pytest.approx(5e-4)              # 4 x warm-up: half the peak
-    rates = [inverse_sqrt(s, 1.0, 10) for s in range(1, 100)]
-    assert max(rates) == rates[9] == 1.0
-    with pytest.raises(ValueError, match="warmup_steps"):
-        inverse_sqrt_schedule(1e-3, 0)
-    with pytest.raises(ValueError, match="count from 1"):
-        inverse_sqrt(0, 1e-3, 10)
-
-
 # ----------------------------------------------------------------------------- learning
 def copy_language(n, rng):
     """``w1 w2 w3 w4 = w1 w2 w3 w4`` over 8 letters: the first half is random (log 8 nats a
@@ -216,7 +205,7 @@ def test_lm_train_transformer_run_scores_generates_and_resumes_bit_for_bit(tmp_p
     assert ref.keys() == resumed.keys()
     for k in ref:
         assert np.array_equal(ref[k], resumed[k]), k
-    assert ref["trainer.lr"] == inverse_sqrt(24, 3e-3, 5)
+    assert ref["trainer.lr"] == inverse_sqrt_lr(3e-3, 5, 24)
 
     def figures(d):
         import json

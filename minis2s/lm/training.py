@@ -6,7 +6,8 @@ BOS never predicted, over a whole split; perplexity = exp(cross-entropy). Empty 
 kept (one predicted token, EOS), and the LSTM's training loss weighs every predicted token the
 same, whatever the length of the batch it falls in, so both kinds fit by maximum likelihood.
 The Transformer is trained as the LSTM is, except for its learning rate: the inverse-square-root
-schedule with a warm-up (``minis2s.schedules.inverse_sqrt``), ``lr`` being its peak.
+schedule with a warm-up (``minis2s.train.inverse_sqrt_lr``, the seq2seq Transformer's), ``lr``
+being its peak.
 """
 from __future__ import annotations
 
@@ -227,7 +228,7 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
                vocab=None, resume_from=None, run_info: dict | None = None, comm=None):
     """Train the neural LM ``cfg.model`` names (``"lstm"`` or ``"transformer"``; the function's
     name is the older one): teacher-forced training on ``x[:-1] -> x[1:]`` with Adam and clipping
-    (the Transformer's rate following ``minis2s.schedules.inverse_sqrt`` with peak ``cfg.lr``),
+    (the Transformer's rate following ``minis2s.train.inverse_sqrt_lr`` with peak ``cfg.lr``),
     validated each epoch; the best epoch (valid cross-entropy) is kept. On the trainer core
     (``minis2s.trainer_core.Trainer``): with a ``run`` directory, checkpoints every epoch, a
     resumable checkpoint on SIGINT/SIGTERM, and ``resume_from`` (a checkpoint path) to continue
@@ -246,8 +247,9 @@ def train_lstm(cfg: LMConfig, train, valid, test, run: RunDirectory | None = Non
     opt = optim.Adam(model.parameters(), lr=cfg.lr)
     lr_for_step = None
     if cfg.model == "transformer":
-        from ..schedules import inverse_sqrt_schedule
-        lr_for_step = inverse_sqrt_schedule(cfg.lr, cfg.warmup_steps)
+        from functools import partial
+        from ..train import inverse_sqrt_lr          # one schedule for both Transformers
+        lr_for_step = partial(inverse_sqrt_lr, cfg.lr, cfg.warmup_steps)      # step -> lr
     ids = {"train": _encode(vocab, train), "valid": _encode(vocab, valid), "test": _encode(vocab, test)}
     lengths = [len(s) for s in ids["train"]]
 

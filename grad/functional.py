@@ -632,7 +632,6 @@ def scaled_dot_product_attention_reference(query: Tensor, key: Tensor, value: Te
         weights = softmax(scores) (0 on rows with no allowed key), then dropout
         output = weights value                               (..., T, dv)
     """
-    xp = B.xp
     allowed, additive, scale = _attention_inputs(query, key, value, attn_mask, is_causal, scale)
     scores = ops.matmul(query, ops.transpose(key, -2, -1)) * scale      # (..., T, S)
     if additive is not None:

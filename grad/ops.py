@@ -516,7 +516,7 @@ def gather(x, dim=None, index=None, *, axis=None):
     index = _required_index(index, "gather")
     idx = _index_array(index)
     out = xp.take_along_axis(x.data, idx, axis=d)
-    shape, like = x.shape, x.data
+    shape = x.shape
     def backward(g):
         pos = xp.reshape(_flat_positions(idx, d, shape), (-1,))
         total = 1

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import (CheckpointError, FORMAT_VERSION, atomic_write, load_checkpoint, read_json,
-                         write_json)
+from .checkpoint import atomic_write, read_json, write_json
 
 
 class RunLock:

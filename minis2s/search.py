@@ -11,7 +11,6 @@ run up to and including EOS, and are PAD after it.
 """
 from __future__ import annotations
 
-import math
 from collections import namedtuple
 
 import numpy as np

@@ -41,8 +41,8 @@ from .models import Seq2Seq
 from .models.transformer import TransformerSeq2Seq
 from .runs import prepare_data, Prepared
 from .validate import resume_config
-from .trainer_core import (RunDirectory, Trainer, TrainingError, default_run_dir,  # noqa: F401
-                           trim_log as _trim_log)
+from .trainer_core import (RunDirectory, Trainer, TrainingError, default_run_dir,  # noqa: F401 (re-exported)
+                           trim_log as _trim_log)  # noqa: F401
 from .tf_schedule import tf_ratio_for_epoch
 
 

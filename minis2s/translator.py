@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, FORMAT_VERSION, load_checkpoint, read_json
+from .checkpoint import CheckpointError, load_checkpoint, read_json
 from .runs import tokenizer_from_config
 
 Translation = namedtuple("Translation", ["text", "tokens", "score", "attention", "source_tokens"])

@@ -129,7 +129,6 @@ class LSTM(Module):
         return w_ih, w_hh, (None if b_ih is None else b_ih + b_hh)
 
     def forward(self, x, hx=None, lengths=None):
-        xp = B.xp
         if x.ndim != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"LSTM expects input of shape ({'B, T' if self.batch_first else 'T, B'}, "
                              f"{self.input_size}), got {x.shape}")

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .vocab import BOS, EOS, PAD
+from .vocab import PAD
 
 
 def encode_pairs(pairs, src_tok, tgt_tok, src_vocab, tgt_vocab):

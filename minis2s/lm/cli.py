@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 from ..cli_common import (UsageError, _nonneg_int, _Parser, _positive_float, _positive_int,
                           _read_lines, _require_training_memory, _saved_hidden_size,

@@ -51,7 +51,6 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..data.vocab import SPECIALS

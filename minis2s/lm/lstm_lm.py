@@ -92,16 +92,8 @@ class LSTMLanguageModel(nn.Module):
         Memory stays bounded whatever the length: the scores over the vocabulary are computed
         for at most ``score_cells`` (row, step, word) cells at a time, slices of steps that carry
         the LSTM state from one slice to the next (the same probabilities)."""
-        results = []
         with eval_mode(self):
-            for start in range(0, len(sentences), batch_size):
-                chunk = [[BOS] + list(s) + [EOS] for s in sentences[start:start + batch_size]]
-                if len(chunk) * max(len(c) for c in chunk) <= self.score_cells:
-                    results.extend(self._score_batch(chunk))
-                else:
-                    for c in chunk:
-                        results.extend(self._score_batch([c]))
-        return results
+            return score_in_batches(self._score_batch, sentences, batch_size, self.score_cells)
 
     def _score_batch(self, chunk):
         ids, lengths = pad_batch(chunk)
@@ -142,19 +134,7 @@ class LSTMLanguageModel(nn.Module):
         outputs = [[] for _ in range(n)]
         done = np.zeros(n, dtype=bool)
         for _ in range(max_len):
-            last = B.to_numpy(forbid(logits.data[:, -1, :], (self.pad_idx, BOS)))  # (n, V)
-            last = last.astype(np.float64)                                 # PAD, BOS: -inf
-            if greedy:
-                nxt = last.argmax(axis=1)
-            else:
-                last = last / temperature
-                if top_k is not None and top_k < last.shape[1]:
-                    kth = np.sort(last, axis=1)[:, -top_k][:, None]
-                    last = np.where(last < kth, -np.inf, last)
-                p = np.exp(last - last.max(axis=1, keepdims=True))
-                p /= p.sum(axis=1, keepdims=True)
-                u = gen.host_random(n)[:, None]
-                nxt = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), p.shape[1] - 1)
+            nxt = next_tokens(logits.data[:, -1, :], self.pad_idx, temperature, top_k, greedy, gen)
             for i in np.nonzero(~done)[0]:
                 if nxt[i] == EOS:
                     done[i] = True
@@ -164,6 +144,39 @@ class LSTMLanguageModel(nn.Module):
                 break
             logits, state = self(Tensor(B.from_numpy(nxt[:, None].astype(np.int64))), hx=state)
         return outputs
+
+
+def score_in_batches(score_batch, sentences, batch_size: int, score_cells: int):
+    """The scoring loop both language models share: ``sentences`` (id lists, no BOS/EOS) in
+    batches of ``batch_size``, each wrapped in BOS ... EOS and handed to ``score_batch``; a batch
+    of more than ``score_cells`` (row, step) cells is scored one sentence at a time."""
+    results = []
+    for start in range(0, len(sentences), batch_size):
+        chunk = [[BOS] + list(s) + [EOS] for s in sentences[start:start + batch_size]]
+        if len(chunk) * max(len(c) for c in chunk) <= score_cells:
+            results.extend(score_batch(chunk))
+        else:
+            for c in chunk:
+                results.extend(score_batch([c]))
+    return results
+
+
+def next_tokens(last_logits, pad_idx: int, temperature: float, top_k, greedy: bool, gen):
+    """The sampling rule both language models share: the next id of each row of ``last_logits``
+    ``(n, V)``, never PAD or BOS. ``greedy`` takes the argmax; otherwise the logits are divided by
+    ``temperature``, cut to the ``top_k`` largest, and one id is drawn per row by inverting the
+    cumulative distribution at a uniform number from ``gen`` (one draw per row and step)."""
+    last = B.to_numpy(forbid(last_logits, (pad_idx, BOS))).astype(np.float64)   # (n, V)
+    if greedy:
+        return last.argmax(axis=1)
+    last = last / temperature
+    if top_k is not None and top_k < last.shape[1]:
+        kth = np.sort(last, axis=1)[:, -top_k][:, None]
+        last = np.where(last < kth, -np.inf, last)
+    p = np.exp(last - last.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    u = gen.host_random(last.shape[0])[:, None]
+    return np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), p.shape[1] - 1)
 
 
 def perplexity_from_scores(scores) -> float:

@@ -34,9 +34,10 @@ import grad
 from grad import backend as B
 from grad import functional as F
 from grad import nn, ops
+from grad.nn.utils import eval_mode
 from grad.tensor import Tensor, no_grad
 
-from .lstm_lm import BOS, EOS, PAD, pad_batch
+from .lstm_lm import BOS, EOS, PAD, next_tokens, pad_batch, score_in_batches
 
 POSITIONS = ("sinusoidal", "learned")
 
@@ -125,18 +126,8 @@ class TransformerLanguageModel(nn.Module):
         """Log-probability (natural log) of each id sentence (without BOS/EOS; they are added)
         and the number of predicted tokens: a list of ``(logprob, n_tokens)``. The scores over
         the vocabulary are made a slice of steps at a time (at most ``score_cells`` numbers)."""
-        was = self.training
-        self.eval()
-        results = []
-        for start in range(0, len(sentences), batch_size):
-            chunk = [[BOS] + list(s) + [EOS] for s in sentences[start:start + batch_size]]
-            if len(chunk) * max(len(c) for c in chunk) <= self.score_cells:
-                results.extend(self._score_batch(chunk))
-            else:
-                for c in chunk:
-                    results.extend(self._score_batch([c]))
-        self.train(was)
-        return results
+        with eval_mode(self):
+            return score_in_batches(self._score_batch, sentences, batch_size, self.score_cells)
 
     def _score_batch(self, chunk):
         ids, _ = pad_batch(chunk)
@@ -162,8 +153,12 @@ class TransformerLanguageModel(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         gen = generator if generator is not None else grad.Generator(0)
-        was = self.training
-        self.eval()
+        with eval_mode(self):
+            outputs = self._sample(n, max_len, greedy, temperature, top_k, prompt, gen)
+        return [list(prompt or []) + o for o in outputs]
+
+    def _sample(self, n, max_len, greedy, temperature, top_k, prompt, gen):
+        """``generate``'s loop (in eval mode): the sampled ids of ``n`` sentences."""
         prefix = np.array([[BOS] + list(prompt or [])] * n, dtype=np.int64)     # (n, t)
         outputs = [[] for _ in range(n)]
         done = np.zeros(n, dtype=bool)
@@ -172,19 +167,7 @@ class TransformerLanguageModel(nn.Module):
         for _ in range(max_len):
             h = self.hidden(Tensor(B.from_numpy(prefix)))                   # (n, t, E)
             logits = self.output_layer(h[:, -1])                            # (n, V)
-            last = B.to_numpy(logits.data).astype(np.float64)
-            last[:, [PAD, BOS]] = -np.inf
-            if greedy:
-                nxt = last.argmax(axis=1)
-            else:
-                last = last / temperature
-                if top_k is not None and top_k < last.shape[1]:
-                    kth = np.sort(last, axis=1)[:, -top_k][:, None]
-                    last = np.where(last < kth, -np.inf, last)
-                p = np.exp(last - last.max(axis=1, keepdims=True))
-                p /= p.sum(axis=1, keepdims=True)
-                u = gen.host_random(n)[:, None]
-                nxt = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), p.shape[1] - 1)
+            nxt = next_tokens(logits.data, self.pad_idx, temperature, top_k, greedy, gen)
             for i in np.nonzero(~done)[0]:
                 if nxt[i] == EOS:
                     done[i] = True
@@ -194,5 +177,4 @@ class TransformerLanguageModel(nn.Module):
                 break
             # finished rows keep growing with EOS: harmless, their outputs are complete
             prefix = np.concatenate([prefix, np.where(done, EOS, nxt)[:, None].astype(np.int64)], 1)
-        self.train(was)
-        return [list(prompt or []) + o for o in outputs]
+        return outputs

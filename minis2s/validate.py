@@ -79,6 +79,16 @@ _TRANSFORMER_KEYS = ("arch", "src_vocab_size", "tgt_vocab_size", "d_model", "nhe
                      "pad_idx", "positions", "max_positions", "share_embeddings", "norm_first")
 
 
+def _dropout_and_pad(d, path, e) -> None:
+    """The two entries every translation model's config shares: ``dropout`` and ``pad_idx``."""
+    if "dropout" in d:
+        _unit_open(d, "dropout", path, e)
+    if "pad_idx" in d:
+        v = d["pad_idx"]
+        _check(_is_int(v) and 0 <= v < min(d["src_vocab_size"], d["tgt_vocab_size"]), path,
+               e + "pad_idx", v, "an id inside both vocabularies")
+
+
 def transformer_model_config(d: dict, path) -> dict:
     """The ``model`` entry of a Transformer translation run: the keyword arguments of
     ``minis2s.models.transformer.TransformerSeq2Seq`` (plus ``"arch": "transformer"``)."""
@@ -91,12 +101,7 @@ def transformer_model_config(d: dict, path) -> dict:
         _positive_int(d, key, path, e)
     _check(d["d_model"] % d["nhead"] == 0, path, e + "d_model", d["d_model"],
            f"a multiple of nhead ({d['nhead']})")
-    if "dropout" in d:
-        _unit_open(d, "dropout", path, e)
-    if "pad_idx" in d:
-        v = d["pad_idx"]
-        _check(_is_int(v) and 0 <= v < min(d["src_vocab_size"], d["tgt_vocab_size"]), path,
-               e + "pad_idx", v, "an id inside both vocabularies")
+    _dropout_and_pad(d, path, e)
     if "positions" in d:
         _check(d["positions"] in ("sinusoidal", "learned"), path, e + "positions",
                d["positions"], "'sinusoidal' or 'learned'")
@@ -129,12 +134,7 @@ def seq2seq_model_config(model_cfg, path) -> dict:
     if "hidden_size" in d:
         _check(d["hidden_size"] % 2 == 0, path, e + "hidden_size", d["hidden_size"],
                "an even number (two encoder directions)")
-    if "dropout" in d:
-        _unit_open(d, "dropout", path, e)
-    if "pad_idx" in d:
-        v = d["pad_idx"]
-        _check(_is_int(v) and 0 <= v < min(d["src_vocab_size"], d["tgt_vocab_size"]), path,
-               e + "pad_idx", v, "an id inside both vocabularies")
+    _dropout_and_pad(d, path, e)
     if "attention" in d:
         _check(d["attention"] in ("general", "dot", None), path, e + "attention", d["attention"],
                "'general', 'dot' or null")

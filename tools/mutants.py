@@ -162,6 +162,19 @@ MUTANTS = [
            "for o, n, s in zip(self.offsets, self.sizes, self.shapes)]",
            "for o, n, s in zip([0] * len(self.sizes), self.sizes, self.shapes)]",
            ("tests/test_distributed.py",)),
+    # ---------------------------------------------------------------- the readable path, the Transformer
+    Mutant("reference-mode-runs-the-fast-twin", "grad/modes.py",
+           "                return reference(*args, **kwargs)",
+           "                return fast(*args, **kwargs)",
+           ("tests/test_reference_step.py", "tests/test_modes.py")),
+    Mutant("leaf-grad-shares-an-op-array", "grad/accumulate.py",
+           "        total = B.xp.asarray(total, copy=True)                    # never one an op may share",
+           "        total = total                                             # never one an op may share",
+           ("tests/test_tensor.py", "tests/test_modes.py")),
+    Mutant("kv-cache-forgets-the-past", "minis2s/models/transformer.py",
+           "k, v = ops.cat([cache[0], k], dim=2), ops.cat([cache[1], v], dim=2)",
+           "k, v = k, v",
+           ("tests/test_transformer_seq2seq.py",)),
 ]
 
 # --------------------------------------------------------------------------- the smoke run

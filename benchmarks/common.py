@@ -369,3 +369,76 @@ def blas_info() -> str:
 
 def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
+
+
+# ----------------------------------------------------------------------------- Transformer workload
+# ``train_step.py --arch transformer``: minis2s's ``TransformerSeq2Seq`` (post-norm layers, final
+# LayerNorm after each stack, embeddings * sqrt(d) + sinusoidal positions, a Linear generator)
+# against the same model assembled from ``torch.nn.TransformerEncoderLayer`` /
+# ``TransformerDecoderLayer``. Same batches (``make_batches``), same loss (token-mean NLL over
+# non-PAD targets), same step (``minis2s_step`` / ``torch_step``: clip at 5, Adam), no dropout.
+TRANSFORMER_CONFIGS = {  # D: d_model, NH: heads, F: feed-forward, L: layers per stack (3 = 3+3)
+    "tiny": dict(V=100, D=32, NH=2, F=64, L=1, B=8, S=10, T=10),
+    "base": dict(V=8000, D=256, NH=4, F=1024, L=3, B=64, S=30, T=30),   # issue 20's configuration
+}
+
+
+def build_minis2s_transformer(cfg: dict, seed: int = 0):
+    import grad
+    from minis2s.models.transformer import TransformerSeq2Seq
+    return TransformerSeq2Seq(cfg["V"], cfg["V"], d_model=cfg["D"], nhead=cfg["NH"],
+                              num_encoder_layers=cfg["L"], num_decoder_layers=cfg["L"],
+                              dim_feedforward=cfg["F"], dropout=0.0, generator=grad.Generator(seed))
+
+
+def torch_transformer(cfg: dict, weights: str | None = None, device: str = "cpu"):
+    """The Transformer reference in PyTorch: ``nn.TransformerEncoder`` / ``TransformerDecoder``
+    of PyTorch's own layers with final LayerNorms (as ``nn.Transformer`` builds them), at their
+    defaults (post-norm, ReLU, eps 1e-5) except ``batch_first`` and dropout 0. Its parameter
+    names are minis2s's, so minis2s's weights load as they are."""
+    import math
+
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    v, d, n_heads, ff, n_layers = cfg["V"], cfg["D"], cfg["NH"], cfg["F"], cfg["L"]
+
+    def positions(n: int) -> torch.Tensor:      # PE[pos, 2i] = sin(pos w_i), PE[pos, 2i+1] = cos(pos w_i)
+        pos = torch.arange(n, dtype=torch.float32)[:, None]            # (P, 1)
+        col = torch.arange(d)
+        freq = torch.exp((col - col % 2).float() * (-math.log(10000.0) / d))   # (d,)
+        angle = pos * freq[None, :]                                    # (P, d)
+        return torch.where(col % 2 == 0, torch.sin(angle), torch.cos(angle))
+
+    class TorchTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.src_embedding = nn.Embedding(v, d, padding_idx=PAD)
+            self.tgt_embedding = nn.Embedding(v, d, padding_idx=PAD)
+            self.encoder = nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(d, n_heads, ff, dropout=0.0, batch_first=True),
+                n_layers, norm=nn.LayerNorm(d))
+            self.decoder = nn.TransformerDecoder(
+                nn.TransformerDecoderLayer(d, n_heads, ff, dropout=0.0, batch_first=True),
+                n_layers, norm=nn.LayerNorm(d))
+            self.output_layer = nn.Linear(d, v)
+
+        def embed(self, embedding, ids):
+            return embedding(ids) * math.sqrt(d) + positions(ids.shape[1]).to(ids.device)
+
+        def loss(self, src, src_lengths, tgt_in, tgt_out):
+            pad_mask = src == PAD                                          # (B, S), True at PAD
+            memory = self.encoder(self.embed(self.src_embedding, src), src_key_padding_mask=pad_mask)
+            causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1], device=src.device)
+            x = self.decoder(self.embed(self.tgt_embedding, tgt_in), memory, tgt_mask=causal,
+                             tgt_is_causal=True, memory_key_padding_mask=pad_mask)   # (B, T, d)
+            logits = self.output_layer(x)                                  # (B, T, V)
+            return F.cross_entropy(logits.reshape(-1, v), tgt_out.reshape(-1), ignore_index=PAD)
+
+    model = TorchTransformer()
+    if weights is not None:
+        state = np.load(weights, allow_pickle=False)
+        model.load_state_dict({k: torch.as_tensor(np.ascontiguousarray(state[k]))
+                               for k in model.state_dict()}, strict=True)
+    return model.to(device)

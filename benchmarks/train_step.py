@@ -2,6 +2,11 @@
 
     python benchmarks/train_step.py --config tiny|small|medium [--device cpu|cuda]
                                     [--steps 20] [--warmup 3] [--threads N] [--json FILE]
+    python benchmarks/train_step.py --arch transformer [--config tiny|base] [...]
+
+``--arch lstm`` (the default) is the LSTM seq2seq with Luong attention; ``--arch transformer``
+is minis2s's ``TransformerSeq2Seq`` against the same model built from PyTorch's own
+Transformer layers (common.TRANSFORMER_CONFIGS; its default config is ``base``, issue 20's).
 
 Each framework runs in its own subprocess (so neither's threads steal the cores from the other
 and each one's memory is its own). The parent alternates them in blocks of steps, so slow drift
@@ -65,6 +70,59 @@ def gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
     return shapes
 
 
+def transformer_gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
+    """The matrix products of one Transformer training step, forward and backward, as
+    ``gemm_shapes``. With ``n = B*S`` source and ``m = B*(T-1)`` target positions, ``d`` model
+    width, ``f`` feed-forward width, ``h`` heads, ``L`` layers per stack, the forward FLOPs are::
+
+        encoder layer: 2n(3d^2 + d^2 + 2df)            in_proj, out_proj, FFN
+                       + 2 * 2 B S^2 d                  scores Q K^T and weights @ V (all heads)
+        decoder layer: 2m(3d^2 + d^2 + 2df)            self-attention projections, FFN
+                       + 2 * 2 B (T-1)^2 d              causal scores and values (full square)
+                       + 2m(d^2 + d^2) + 2n(2d^2)       cross: query, out_proj; keys and values
+                       + 2 * 2 B (T-1) S d              cross scores and values
+        generator:     2 m d V
+
+    and backward is twice that (each product ``a @ b`` has the gradients ``g @ b^T`` and
+    ``a^T @ g``): the step is 3x the forward. The embeddings are row gathers, not products."""
+    b, s, t, d, f, h, v, n_layers = (cfg[k] for k in ("B", "S", "T", "D", "F", "NH", "V", "L"))
+    t = t - 1                                   # decoder positions: the target without its last token
+    dh = d // h
+    shapes = []
+
+    def linear(rows, k, n):                     # (rows, k) @ (k, n), input and weight gradients
+        shapes.extend([(1, (rows, k), (k, n)), (1, (rows, n), (n, k)), (1, (n, rows), (rows, k))])
+
+    def bmm(m, k, n):                           # (B*h, m, k) @ (B*h, k, n) and its two gradients
+        shapes.extend([(1, (b * h, m, k), (b * h, k, n)), (1, (b * h, m, n), (b * h, n, k)),
+                       (1, (b * h, k, m), (b * h, m, n))])
+
+    def attention(q_len, k_len):                # scores Q K^T, then weights @ V
+        bmm(q_len, dh, k_len)
+        bmm(q_len, k_len, dh)
+
+    def feed_forward(rows):
+        linear(rows, d, f)
+        linear(rows, f, d)
+
+    for _ in range(n_layers):                   # encoder
+        linear(b * s, d, 3 * d)                 # in_proj: queries, keys, values
+        attention(s, s)
+        linear(b * s, d, d)                     # out_proj
+        feed_forward(b * s)
+    for _ in range(n_layers):                   # decoder
+        linear(b * t, d, 3 * d)                 # self-attention in_proj
+        attention(t, t)
+        linear(b * t, d, d)
+        linear(b * t, d, d)                     # cross-attention: queries from the target
+        linear(b * s, d, 2 * d)                 # keys and values from the memory
+        attention(t, s)
+        linear(b * t, d, d)
+        feed_forward(b * t)
+    linear(b * t, d, v)                         # the generator
+    return shapes
+
+
 def gemm_flops(shapes) -> float:
     total = 0.0
     for count, a, bb in shapes:
@@ -94,6 +152,14 @@ def time_gemm_floor(shapes, repeat: int = 7) -> float:
 
 
 # ============================================================================ workers
+def arch_config(args) -> dict:
+    return (common.CONFIGS if args.arch == "lstm" else common.TRANSFORMER_CONFIGS)[args.config]
+
+
+def build_minis2s(arch: str, cfg: dict):
+    return common.build_minis2s(cfg) if arch == "lstm" else common.build_minis2s_transformer(cfg)
+
+
 def minis2s_worker(args) -> None:
     import grad                                  # noqa: F401
     from grad import backend as B
@@ -103,8 +169,8 @@ def minis2s_worker(args) -> None:
         B.use("cupy")
     allocator = common.set_allocator(args.malloc)
     base = common.memory_mb()["rss"]
-    cfg = common.CONFIGS[args.config]
-    model = common.build_minis2s(cfg)
+    cfg = arch_config(args)
+    model = build_minis2s(args.arch, cfg)
     model.load_state_dict({k: B.from_numpy(v) for k, v in
                            common.np.load(args.weights, allow_pickle=False).items()})
     model.train()
@@ -130,7 +196,7 @@ def minis2s_worker(args) -> None:
         return {"times": times, "losses": losses}
 
     def floor():
-        shapes = gemm_shapes(cfg)
+        shapes = gemm_shapes(cfg) if args.arch == "lstm" else transformer_gemm_shapes(cfg)
         return {"flops": gemm_flops(shapes), "seconds": time_gemm_floor(shapes)}
 
     common.serve({"run": run, "memory": lambda: {**common.memory_mb(), "base": base},
@@ -143,9 +209,10 @@ def torch_worker(args) -> None:
     import torch
     allocator = common.set_allocator(args.malloc)
     base = common.memory_mb()["rss"]
-    cfg = common.CONFIGS[args.config]
+    cfg = arch_config(args)
     device = args.device
-    model = common.torch_model(cfg, args.weights, device)
+    model = (common.torch_model if args.arch == "lstm" else common.torch_transformer)(
+        cfg, args.weights, device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = common.torch_batches(cfg, device)
@@ -179,7 +246,7 @@ def summarize(times, n_tokens) -> dict:
 
 def solo_run(script, framework, wargs, args) -> dict:
     """One framework alone: its own worker, warm-up and timed steps, no other worker alive."""
-    n_tokens = sum(d["n_tokens"] for d in common.make_batches(common.CONFIGS[args.config])) / 4.0
+    n_tokens = sum(d["n_tokens"] for d in common.make_batches(arch_config(args))) / 4.0
     worker = common.Worker(script, framework, wargs, args.threads)
     try:
         worker.ask(cmd="run", n=max(1, args.warmup))
@@ -194,7 +261,12 @@ def solo_run(script, framework, wargs, args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", choices=sorted(common.CONFIGS), default="tiny")
+    parser.add_argument("--arch", choices=["lstm", "transformer"], default="lstm",
+                        help="the model: LSTM seq2seq with attention (default) or Transformer")
+    parser.add_argument("--config", choices=sorted(set(common.CONFIGS) | set(common.TRANSFORMER_CONFIGS)),
+                        help="sizes (lstm: tiny|small|medium, default tiny; transformer: tiny|base, "
+                             "default base: d_model 256, 4 heads, ff 1024, 3+3 layers, B=64, S=T=30, "
+                             "V=8000)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per framework (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
@@ -212,12 +284,18 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     common.add_worker_arguments(parser)
     args = parser.parse_args(argv)
+    configs = common.CONFIGS if args.arch == "lstm" else common.TRANSFORMER_CONFIGS
+    if args.config is None:
+        args.config = "tiny" if args.arch == "lstm" else "base"
+    if args.config not in configs:
+        parser.error(f"argument --config: {args.config!r} is not a {args.arch} configuration "
+                     f"(choose from {', '.join(sorted(configs))})")
     if common.run_worker(args, minis2s_worker, torch_worker):
         return 0
     if args.steps < 1 or args.block < 1 or args.warmup < 0 or args.threads < 1:
         parser.error("--steps, --block and --threads must be positive, --warmup not negative")
 
-    cfg = common.CONFIGS[args.config]
+    cfg = configs[args.config]
     have_torch = False
     if not args.no_torch:
         try:
@@ -227,11 +305,11 @@ def main(argv=None) -> int:
             have_torch = False
     tmp = tempfile.mkdtemp(prefix="minis2s-bench-")
     weights = os.path.join(tmp, "weights.npz")
-    common.save_weights(common.build_minis2s(cfg), weights)
+    common.save_weights(build_minis2s(args.arch, cfg), weights)
     n_tokens = sum(d["n_tokens"] for d in common.make_batches(cfg)) / 4.0   # mean per batch
 
     script = os.path.abspath(__file__)
-    wargs = ["--config", args.config, "--device", args.device, "--weights", weights,
+    wargs = ["--arch", args.arch, "--config", args.config, "--device", args.device, "--weights", weights,
              "--malloc", args.malloc]
     workers = [common.Worker(script, "minis2s", wargs, args.threads)]
     if have_torch:
@@ -257,7 +335,7 @@ def main(argv=None) -> int:
         for w in workers:
             w.close()
 
-    results = {"config": args.config, "sizes": cfg, "device": args.device, "threads": args.threads,
+    results = {"arch": args.arch, "config": args.config, "sizes": cfg, "device": args.device, "threads": args.threads,
                "malloc": args.malloc,
                "target_tokens_per_step": n_tokens, "workers": hello, "frameworks": {}}
     for name in times:
@@ -290,8 +368,13 @@ def main(argv=None) -> int:
 
 def report(r: dict) -> None:
     c = r["sizes"]
-    print(f"config {r['config']}: V={c['V']} E={c['E']} H={c['H']} L={c['L']} B={c['B']} "
-          f"S={c['S']} T={c['T']}; device {r['device']}, {r['threads']} threads")
+    if r["arch"] == "lstm":
+        print(f"config {r['config']}: V={c['V']} E={c['E']} H={c['H']} L={c['L']} B={c['B']} "
+              f"S={c['S']} T={c['T']}; device {r['device']}, {r['threads']} threads")
+    else:
+        print(f"transformer config {r['config']}: V={c['V']} d_model={c['D']} heads={c['NH']} "
+              f"ff={c['F']} layers={c['L']}+{c['L']} B={c['B']} S={c['S']} T={c['T']}; "
+              f"device {r['device']}, {r['threads']} threads")
     for name, info in r["workers"].items():
         print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in info.items() if k != "framework"))
     print(f"{'framework':<10} {'median':>9} {'p25-p75':>17} {'min-max':>17} {'tokens/s':>9} "

@@ -66,6 +66,44 @@ def test_gemm_flop_count_of_medium_matches_the_issue():
     assert 180e9 < flops < 190e9          # "a medium step has about 188 GFLOP of matrix products"
 
 
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed: the Transformer benchmark compares "
+                                           "minis2s with PyTorch's own Transformer layers")
+def test_train_step_transformer_on_tiny_computes_the_same_first_loss_in_both(tmp_path):
+    out_json = tmp_path / "transformer.json"
+    text = run("train_step.py", "--arch", "transformer", "--config", "tiny", "--steps", "2",
+               "--warmup", "1", "--block", "1", "--threads", "1", "--json", str(out_json))
+    result = json.loads(out_json.read_text())
+    assert result["arch"] == "transformer" and result["sizes"]["D"] == 32
+    ours, theirs = result["frameworks"]["minis2s"], result["frameworks"]["torch"]
+    assert ours["steps"] == theirs["steps"] == 2
+    # the same weights, batches and loss: the same first loss up to float32 rounding (a random
+    # model over V=100 starts near log(100) = 4.6, so a wrong mask or scale would show)
+    assert theirs["first_loss"] == pytest.approx(ours["first_loss"], rel=1e-5)
+    train_step = train_step_module()
+    cfg = result["sizes"]
+    assert result["gemm_flops"] == train_step.gemm_flops(train_step.transformer_gemm_shapes(cfg))
+    assert result["minis2s_over_floor"] == pytest.approx(ours["median_s"] / result["gemm_floor_s"], rel=1e-12)
+    assert result["ratio_time"] == pytest.approx(ours["median_s"] / theirs["median_s"], rel=1e-12)
+    assert "transformer config tiny" in text and "minis2s / PyTorch" in text
+
+
+def test_transformer_gemm_floor_counts_the_documented_products():
+    """The shapes add up to the closed form of ``transformer_gemm_shapes``'s docstring: 3x the
+    forward matrix products of the base configuration (about 87 GFLOP a step)."""
+    train_step = train_step_module()
+    cfg = train_step.common.TRANSFORMER_CONFIGS["base"]
+    b, s, t, d, f, v, n_layers = (cfg[k] for k in ("B", "S", "T", "D", "F", "V", "L"))
+    t -= 1
+    n, m = b * s, b * t
+    encoder = 2 * n * (4 * d * d + 2 * d * f) + 4 * b * s * s * d
+    decoder = (2 * m * (4 * d * d + 2 * d * f) + 4 * b * t * t * d + 2 * m * 2 * d * d
+               + 2 * n * 2 * d * d + 4 * b * t * s * d)
+    forward = n_layers * (encoder + decoder) + 2 * m * d * v
+    flops = train_step.gemm_flops(train_step.transformer_gemm_shapes(cfg))
+    assert flops == 3 * forward
+    assert 85e9 < flops < 88e9
+
+
 def test_decode_on_tiny(tmp_path):
     out_json = tmp_path / "decode.json"
     run("decode.py", "--config", "tiny", "--batches", "1", "--repeat", "1", "--max-len", "6",

@@ -74,10 +74,7 @@ class LSTMLanguageModel(nn.Module):
     def loss(self, x_in, x_out, lengths=None, reduction: str = "mean") -> Tensor:
         """Cross-entropy per predicted token (PAD excluded; EOS counted, BOS never predicted)."""
         logits, _ = self(x_in, lengths)
-        v = logits.shape[-1]
-        target = x_out if isinstance(x_out, Tensor) else Tensor(B.asarray(x_out, "int64"))
-        return F.cross_entropy(ops.reshape(logits, (-1, v)), ops.reshape(target, (-1,)),
-                               ignore_index=self.pad_idx, reduction=reduction)
+        return token_cross_entropy(logits, x_out, self.pad_idx, reduction)
 
     # At most this many numbers per array while scoring: a batch's (B, T, V) scores are made
     # a slice of steps at a time, and a batch whose (B, T) ids alone would pass it (one line of
@@ -145,6 +142,14 @@ class LSTMLanguageModel(nn.Module):
             logits, state = self(Tensor(B.from_numpy(nxt[:, None].astype(np.int64))), hx=state)
         return outputs
 
+
+def token_cross_entropy(logits: Tensor, x_out, pad_idx: int, reduction: str = "mean") -> Tensor:
+    """The language models' loss: cross-entropy of ``logits`` ``(B, T, V)`` against the next ids
+    ``x_out`` ``(B, T)``, PAD excluded (per predicted token with ``reduction="mean"``)."""
+    v = logits.shape[-1]
+    target = x_out if isinstance(x_out, Tensor) else Tensor(B.asarray(x_out, "int64"))
+    return F.cross_entropy(ops.reshape(logits, (-1, v)), ops.reshape(target, (-1,)),
+                           ignore_index=pad_idx, reduction=reduction)
 
 def score_in_batches(score_batch, sentences, batch_size: int, score_cells: int):
     """The scoring loop both language models share: ``sentences`` (id lists, no BOS/EOS) in

@@ -33,11 +33,11 @@ import numpy as np
 import grad
 from grad import backend as B
 from grad import functional as F
-from grad import nn, ops
+from grad import nn
 from grad.nn.utils import eval_mode
 from grad.tensor import Tensor, no_grad
 
-from .lstm_lm import BOS, EOS, PAD, next_tokens, pad_batch, score_in_batches
+from .lstm_lm import BOS, EOS, PAD, next_tokens, pad_batch, score_in_batches, token_cross_entropy
 
 POSITIONS = ("sinusoidal", "learned")
 
@@ -113,10 +113,7 @@ class TransformerLanguageModel(nn.Module):
     def loss(self, x_in, x_out, lengths=None, reduction: str = "mean") -> Tensor:
         """Cross-entropy per predicted token (PAD excluded; EOS counted, BOS never predicted)."""
         logits, _ = self(x_in)
-        v = logits.shape[-1]
-        target = x_out if isinstance(x_out, Tensor) else Tensor(B.asarray(x_out, "int64"))
-        return F.cross_entropy(ops.reshape(logits, (-1, v)), ops.reshape(target, (-1,)),
-                               ignore_index=self.pad_idx, reduction=reduction)
+        return token_cross_entropy(logits, x_out, self.pad_idx, reduction)
 
     # At most this many (row, step, word) scores at a time while scoring (see the LSTM LM).
     score_cells: int = 1 << 21

@@ -217,7 +217,7 @@ def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
     return y if bias is None else y + bias
 
 
-@fused(reference=linear_reference)
+@fused(reference=linear_reference, requires=("accumulate",))
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight^T + bias`` in one node. ``x``: ``(..., in)``, ``weight``: ``(out, in)``,
     ``bias``: ``(out,)``; returns ``(..., out)``.
@@ -326,7 +326,7 @@ def lstm_step_reference(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None)
     return ops.where(m < 0.5, state, new_state)                       # padding keeps its state
 
 
-@fused(reference=lstm_step_reference)
+@fused(reference=lstm_step_reference, requires=("accumulate",))
 def lstm_step(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None) -> Tensor:
     """One fused LSTM step on a packed state: a single graph node with a hand-written backward.
 
@@ -445,7 +445,7 @@ def attention_lookup_reference(query: Tensor, memory: Tensor, pad_mask=None):
     return context, Tensor(B.xp.reshape(weights.data, (batch, memory.shape[1])))  # no gradient
 
 
-@fused(reference=attention_lookup_reference)
+@fused(reference=attention_lookup_reference, requires=("accumulate",))
 def attention_lookup(query: Tensor, memory: Tensor, pad_mask=None):
     """Dot-product attention for one decoder step, fused into one node.
 

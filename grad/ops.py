@@ -447,7 +447,7 @@ def getitem_reference(x, idx):
     return make(out, (x,), backward, "getitem")
 
 
-@fused(reference=getitem_reference)
+@fused(reference=getitem_reference, requires=("accumulate",))
 def getitem(x, idx):
     """Basic indexing and slicing: ``x[:, t]``, ``x[..., a:b]``, ``x[None]``. The gradient stays
     sparse (``grad.accumulate.SliceGrad``: the slice and where it goes) until it is summed."""

@@ -338,3 +338,80 @@ def test_a_training_step_in_reference_mode_enters_no_fast_path_and_no_bookkeepin
     assert ref_result[0] == pytest.approx(fast_result[0], rel=1e-12)
     for a, b in zip(ref_result[1] + ref_result[2], fast_result[1] + fast_result[2]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ================================================================ one fused function at a time
+def test_only_swaps_the_named_functions_and_restores_the_state():
+    rng = np.random.default_rng(0)
+    x = grad.tensor(rng.normal(size=(2, 3, 4)), requires_grad=True)
+    w = grad.tensor(rng.normal(size=(4,)), requires_grad=True)
+    assert grad.modes.reference_functions() == ()
+    with grad.reference_mode(only={"layer_norm"}):
+        assert grad.modes.reference_functions() == ("layer_norm",)
+        assert grad.is_reference_mode() is False              # only full mode says True
+        y = F.layer_norm(x, 4, w)
+        a = F.scaled_dot_product_attention(x, x, x, is_causal=True)
+        with grad.reference_mode():                           # a full block inside: all swapped
+            assert set(grad.modes.reference_functions()) == {f.__name__ for f in fused_functions()}
+        with grad.reference_mode(False):                      # and an off block: none
+            assert grad.modes.reference_functions() == ()
+        assert grad.modes.reference_functions() == ("layer_norm",)
+    assert grad.modes.reference_functions() == () and grad.is_reference_mode() is False
+    assert "layer_norm" not in graph_ops(y)                  # the reference ran
+    assert a._op == "scaled_dot_product_attention"            # the other stayed fast
+    np.testing.assert_allclose(y.numpy(), F.layer_norm(x, 4, w).numpy(), rtol=1e-12, atol=1e-14)
+    with grad.reference_mode(only=["grad.functional.softmax", "cross_entropy"]):   # qualified names
+        assert set(grad.modes.reference_functions()) == {"softmax", "cross_entropy"}
+    with pytest.raises(KeyError):
+        with grad.reference_mode(only="softmax"):             # one name as a plain string
+            assert grad.modes.reference_functions() == ("softmax",)
+            raise KeyError("an error inside the block")
+    assert grad.modes.reference_functions() == ()
+
+    @grad.reference_mode(only={"linear"})
+    def inside():
+        return grad.modes.reference_functions()
+    assert inside() == ("linear",) and grad.modes.reference_functions() == ()
+
+
+def test_only_refuses_unknown_names_and_choices_that_break_a_fast_twin():
+    with pytest.raises(ValueError, match="no fused function named 'softmx'.*known: .*softmax"):
+        grad.reference_mode(only={"softmx"})
+    with pytest.raises(ValueError, match="needs enabled=True"):
+        grad.reference_mode(False, only={"softmax"})
+    needers = grad.modes.requirers("accumulate")
+    assert set(needers) == {"linear", "lstm_step", "attention_lookup", "getitem"}
+    with pytest.raises(ValueError, match="accumulate cannot run its reference while "
+                                         "attention_lookup, getitem, linear, lstm_step run"):
+        grad.reference_mode(only={"accumulate"})
+    with pytest.raises(ValueError, match="while getitem runs fast"):
+        grad.reference_mode(only={"accumulate", "linear", "lstm_step", "attention_lookup"})
+    with grad.reference_mode(only={"accumulate", *needers}):
+        assert set(grad.modes.reference_functions()) == {"accumulate", *needers}
+    for fast in fused_functions():                            # every declared need is a fused name
+        for name in grad.modes._requires[fast]:
+            assert name in {f.__name__ for f in fused_functions()}, (fast.__name__, name)
+
+
+STEP_FUSED = ("lstm_step", "attention_lookup", "lstm_cell", "linear", "getitem", "cross_entropy",
+              "accumulate", "adam_update")
+
+
+@pytest.mark.parametrize("name", STEP_FUSED)
+def test_a_training_step_with_one_function_swapped_runs_its_reference_alone(name):
+    """The small training step with one fused function on its reference (``accumulate`` with the
+    functions that need it): that reference runs and its fast twin does not, every other fast
+    twin still runs, and the step computes what the fast step computes."""
+    only = {name, *grad.modes.requirers(name)}
+    fast_result, _ = _traced(_small_training_step)
+    result, entered = _traced(grad.reference_mode(only=only)(_small_training_step))
+    callers = {f.__name__: getattr(sys.modules[f.__module__], f.__name__) for f in fused_functions()}
+    for other in STEP_FUSED:
+        caller = callers[other]
+        if other in only:
+            assert caller.reference.__code__ in entered and caller.fast.__code__ not in entered, other
+        else:
+            assert caller.fast.__code__ in entered, other
+    assert result[0] == pytest.approx(fast_result[0], rel=1e-12)
+    for a, b in zip(result[1] + result[2], fast_result[1] + fast_result[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

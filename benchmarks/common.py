@@ -200,6 +200,24 @@ def minis2s_step(model, params, optimizer, batch):
     return loss
 
 
+def fused_entered(fn) -> list[str]:
+    """Run ``fn()`` and return the names of the fused fast functions it entered
+    (``grad.modes.fused_functions()``, in their registry order), traced with ``sys.setprofile``."""
+    from grad.modes import fused_functions
+    names = {f.__code__: f.__name__ for f in fused_functions()}
+    entered = set()
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in names:
+            entered.add(names[frame.f_code])
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return [f.__name__ for f in fused_functions() if f.__name__ in entered]
+
+
 def torch_batches(cfg: dict, device: str = "cpu") -> list[tuple]:
     import torch
     return [tuple(torch.from_numpy(d[k]).to(device) for k in ("src", "src_lengths", "tgt_in", "tgt_out"))

@@ -200,7 +200,7 @@ def minis2s_worker(args) -> None:
         return {"flops": gemm_flops(shapes), "seconds": time_gemm_floor(shapes)}
 
     common.serve({"run": run, "memory": lambda: {**common.memory_mb(), "base": base},
-                  "floor": floor},
+                  "floor": floor, "fused": lambda: common.fused_entered(step)},
                  {"framework": "minis2s", "backend": B.name(), "blas": common.blas_info(),
                   "allocator": allocator})
 

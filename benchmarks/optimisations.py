@@ -74,18 +74,32 @@ def variants(used: list[str]) -> list[dict]:
     return rows
 
 
-def run_variant(script: str, variant: dict, wargs: list[str], args) -> dict:
-    """One variant in its own worker, alone: warm-up, timed steps, peak memory."""
+def run_variant(script: str, variant: dict, wargs: list[str], args, used: list[str],
+                check: bool) -> dict:
+    """One variant in its own worker, alone: warm-up, timed steps, peak memory. With ``check``,
+    one more (untimed, traced) step shows which fast twins the variant runs: every one it does
+    not swap and none it swaps (a reference may call another fast twin, as
+    ``attention_lookup_reference`` calls ``softmax``), or the run stops: the variant would not be
+    what its name says."""
     w = common.Worker(script, "minis2s", wargs + ["--reference", variant["reference"],
                                                   "--malloc", variant["malloc"]], args.threads)
     try:
-        w.ask(cmd="run", n=max(1, args.warmup))
+        first = w.ask(cmd="run", n=max(1, args.warmup))["losses"][0]     # before any update
         r = w.ask(cmd="run", n=args.steps)
         memory = w.ask(cmd="memory")
+        if check:
+            entered = w.ask(cmd="fused")
+            swapped = (set(used) if variant["reference"] == "all" else
+                       set() if variant["reference"] == "none" else set(variant["reference"].split(",")))
+            if set(entered) & swapped or not set(used) - swapped <= set(entered):
+                raise RuntimeError(f"variant {variant['name']!r} entered the fast {entered}: "
+                                   f"expected {sorted(set(used) - swapped)} and none of "
+                                   f"{sorted(swapped)}")
+            variant["fast_entered"] = entered
     finally:
         w.close()
     return {"median_s": statistics.median(r["times"]), "times": r["times"],
-            "first_loss": r["losses"][0], "peak_memory_mb": memory["peak"] - memory["base"],
+            "first_loss": first, "peak_memory_mb": memory["peak"] - memory["base"],
             "allocator": w.hello["allocator"]}
 
 
@@ -146,7 +160,7 @@ def main(argv=None) -> int:
         for r in range(args.repeat):
             shift = r % len(rows)
             for row in rows[shift:] + rows[:shift]:
-                result = run_variant(script, row, wargs, args)
+                result = run_variant(script, row, wargs, args, used, check=r == 0)
                 row["runs"].append(result)
                 print(f"  run {r + 1}: {row['name']:<60} {result['median_s'] * 1e3:9.1f} ms "
                       f"{result['peak_memory_mb']:8.1f} MB", flush=True)

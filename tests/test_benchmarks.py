@@ -162,3 +162,68 @@ def test_workers_run_each_framework_at_its_defaults_with_only_its_thread_count_s
             assert seen["blas"] and all(b["threads"] == 2 and b["kernel"] for b in seen["blas"])
         else:
             assert seen["torch_threads"] == 2 and seen["torch_interop_threads"] >= 1
+
+
+STEP_FUSED = {"accumulate", "getitem", "cross_entropy", "linear", "lstm_step", "attention_lookup",
+              "adam_update"}
+
+
+def test_optimisations_on_tiny_times_every_variant_and_checks_what_it_ran(tmp_path):
+    """Every variant (both allocators, full reference mode, each fused function of the step on
+    its reference) runs in its own worker and really runs as named: the script traces one step
+    of each and the swapped fast twins are absent, the others present. The costs are the
+    medians' differences from the baseline, and every variant computes the same first loss."""
+    out_json = tmp_path / "opt.json"
+    text = run("optimisations.py", "--config", "tiny", "--repeat", "1", "--steps", "1",
+               "--warmup", "1", "--threads", "1", "--json", str(out_json))
+    r = json.loads(out_json.read_text())
+    assert set(r["fused_used"]) == STEP_FUSED
+    rows = {v["name"]: v for v in r["variants"]}
+    base = r["variants"][0]
+    assert base["name"] == "fast code, --malloc tuned" and base["runs"][0]["allocator"] == "tuned"
+    assert rows["fast code, --malloc default"]["runs"][0]["allocator"] == "default"
+    assert set(base["fast_entered"]) == STEP_FUSED
+    assert rows["full reference mode"]["fast_entered"] == []
+    swapped = {v["function"]: v for v in r["variants"] if "function" in v}
+    assert set(swapped) == STEP_FUSED
+    assert set(swapped["accumulate"]["reference"].split(",")) == \
+        {"accumulate", "getitem", "linear", "lstm_step", "attention_lookup"}
+    for name, v in swapped.items():
+        assert not set(v["reference"].split(",")) & set(v["fast_entered"]), name
+        assert STEP_FUSED - set(v["reference"].split(",")) <= set(v["fast_entered"]), name
+    for v in r["variants"]:
+        assert len(v["runs"]) == 1 and v["median_s"] == v["runs"][0]["median_s"] > 0
+        assert v["peak_memory_mb"] > 0
+        if v is not base:
+            assert v["cost_s"] == pytest.approx(v["median_s"] - base["median_s"], rel=1e-12)
+        assert f"| {v['name']} |" in text
+    assert r["first_loss_spread"] < 1e-5
+    assert r["machine"]["threading_env"] == {}
+
+
+def test_profile_step_on_tiny_counts_each_fused_function_once_per_graph_node(tmp_path):
+    """The per-function rows come from cProfile, the node counts from the graph itself: a fused
+    op makes one node per call, so the two counts must agree; the floor is the benchmark's."""
+    out_json = tmp_path / "profile.json"
+    text = run("profile_step.py", "--config", "tiny", "--steps", "2", "--warmup", "1",
+               "--threads", "1", "--json", str(out_json))
+    r = json.loads(out_json.read_text())
+    assert set(r["fused_used"]) == STEP_FUSED
+    rows = {row["function"]: row for row in r["rows"]}
+    for op in ("linear", "lstm_step", "attention_lookup", "cross_entropy"):
+        forward = rows[f"grad.functional.{op}, forward"]
+        assert forward["calls_per_step"] == r["graph_nodes_by_op"][op] > 0, op
+        assert rows[f"grad.functional.{op}, backward"]["calls_per_step"] == forward["calls_per_step"]
+    assert rows["grad.ops.getitem, forward"]["calls_per_step"] == r["graph_nodes_by_op"]["getitem"]
+    assert r["graph_nodes"] == sum(r["graph_nodes_by_op"].values())
+    forward, backward = rows["the forward pass (model.loss)"], rows["the backward sweep (Tensor.backward)"]
+    assert forward["calls_per_step"] == backward["calls_per_step"] == 1
+    for name, row in rows.items():        # cumulative times: each part within its whole
+        if name.endswith(", forward"):
+            assert row["ms_per_step"] <= forward["ms_per_step"], name
+        if name.endswith(", backward") or ".dense" in name:
+            assert row["ms_per_step"] <= backward["ms_per_step"], name
+    train_step = train_step_module()
+    assert r["gemm_flops"] == train_step.gemm_flops(train_step.gemm_shapes(r["sizes"]))
+    assert r["gemm_floor_s"] > 0 and len(r["step_times"]) == 2
+    assert "GEMM floor" in text and "| `grad.functional.linear, forward` |" in text

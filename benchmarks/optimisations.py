@@ -65,10 +65,10 @@ def variants(used: list[str]) -> list[dict]:
             {"name": "fast code, --malloc default", "reference": "none", "malloc": "default"},
             {"name": "full reference mode", "reference": "all", "malloc": "tuned"}]
     for name in used:
-        with_it = [n for n in requirers(name) if n != name]
+        with_it = [n for n in requirers(name) if n != name]       # all swapped, the used ones named
         label = f"{name} on its reference"
-        if with_it:
-            label += f" (with {', '.join(with_it)})"
+        if [n for n in with_it if n in used]:
+            label += f" (with {', '.join(n for n in with_it if n in used)})"
         rows.append({"name": label, "reference": ",".join([name] + with_it), "malloc": "tuned",
                      "function": name})
     return rows

@@ -101,8 +101,14 @@ def own_time(stats: dict, steps: int, top: int) -> list[dict]:
     ranked = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     out = []
     for (filename, line, name), (cc, nc, tt, ct, callers) in ranked:
-        where = name if filename == "~" else f"{os.path.relpath(filename, common.ROOT) if filename.startswith(str(common.ROOT)) else os.path.basename(filename)}:{line}({name})"
-        out.append({"function": where, "own_ms_per_step": 1e3 * tt / steps, "calls_per_step": nc / steps})
+        if filename == "~":                                 # a C function or method
+            where = name
+        else:
+            inside = filename.startswith(str(common.ROOT))
+            where = f"{os.path.relpath(filename, common.ROOT) if inside else os.path.basename(filename)}" \
+                    f":{line}({name})"
+        out.append({"function": where, "own_ms_per_step": 1e3 * tt / steps,
+                    "calls_per_step": nc / steps})
     return out
 
 

@@ -9,8 +9,9 @@ Modules: ``grad.backend`` (NumPy / CuPy / array_api_strict), ``grad.tensor`` (Te
 ``grad.accumulate`` (how the gradients sent to one tensor are summed),
 ``grad.ops`` (primitive ops), ``grad.functional`` (softmax, losses, embedding, dropout, LSTM
 cells, layer norm, attention), ``grad.nn`` (layers), ``grad.optim`` (SGD, Adam), ``grad.gradcheck``,
-``grad.modes`` (``grad.reference_mode()``: run the composed twins of the fused functions;
-``@fused(reference=...)`` declares a pair, ``grad.modes.fused_functions()`` lists them),
+``grad.modes`` (``grad.reference_mode()``: run the composed twins of the fused functions, or
+with ``only={...}`` of the named ones; ``@fused(reference=...)`` declares a pair,
+``grad.modes.fused_functions()`` lists them),
 ``grad.viz`` (the graph behind a tensor as DOT, Mermaid or a rendered picture).
 """
 from . import backend

@@ -14,7 +14,9 @@ same model, weights, batches, loss, backward, clipping at 5, Adam; minis2s alone
 * the fast code with ``--malloc tuned`` (the baseline) and with ``--malloc default``;
 * full reference mode (``grad.reference_mode()``: every fused function on its reference, and the
   model's own fast layouts that ask ``grad.is_reference_mode()`` too, such as the decoder's split
-  input weight and its all-steps embedding product);
+  input weight and its all-steps embedding product), and every fused function on its reference
+  with the model's layout kept fast (``reference_mode(only=<all of them>)``): the difference of
+  the two is what the layout buys;
 * each fused function that the fast step enters, alone on its reference. ``accumulate`` goes
   with the functions that need its fast twin (``grad.modes.requirers``: their factored and sparse
   gradients), so its row takes out the lazy gradient sums as a whole.
@@ -59,11 +61,12 @@ def worker(args) -> None:
 
 
 def variants(used: list[str]) -> list[dict]:
-    """The variants measured, given the fused functions the fast step enters."""
-    from grad.modes import requirers
-    rows = [{"name": BASELINE, "reference": "none", "malloc": "tuned"},
-            {"name": "fast code, --malloc default", "reference": "none", "malloc": "default"},
-            {"name": "full reference mode", "reference": "all", "malloc": "tuned"}]
+    """The variants measured after the baseline, given the fused functions the fast step enters."""
+    from grad.modes import fused_functions, requirers
+    rows = [{"name": "fast code, --malloc default", "reference": "none", "malloc": "default"},
+            {"name": "full reference mode", "reference": "all", "malloc": "tuned"},
+            {"name": "every fused function on its reference, the model's layout fast",
+             "reference": ",".join(f.__name__ for f in fused_functions()), "malloc": "tuned"}]
     for name in used:
         with_it = [n for n in requirers(name) if n != name]       # all swapped, the used ones named
         label = f"{name} on its reference"
@@ -74,13 +77,14 @@ def variants(used: list[str]) -> list[dict]:
     return rows
 
 
-def run_variant(script: str, variant: dict, wargs: list[str], args, used: list[str],
+def run_variant(script: str, variant: dict, wargs: list[str], args, used: list[str] | None,
                 check: bool) -> dict:
     """One variant in its own worker, alone: warm-up, timed steps, peak memory. With ``check``,
-    one more (untimed, traced) step shows which fast twins the variant runs: every one it does
-    not swap and none it swaps (a reference may call another fast twin, as
-    ``attention_lookup_reference`` calls ``softmax``), or the run stops: the variant would not be
-    what its name says."""
+    one more (untimed, traced) step shows which fast twins the variant runs (kept as
+    ``variant["fast_entered"]``): every one it does not swap and none it swaps (a reference may
+    call another fast twin, as ``attention_lookup_reference`` calls ``softmax``), or the run
+    stops: the variant would not be what its name says. ``used`` None: the baseline's first
+    run, whose traced step tells which fused functions the step enters."""
     w = common.Worker(script, "minis2s", wargs + ["--reference", variant["reference"],
                                                   "--malloc", variant["malloc"]], args.threads)
     try:
@@ -89,13 +93,14 @@ def run_variant(script: str, variant: dict, wargs: list[str], args, used: list[s
         memory = w.ask(cmd="memory")
         if check:
             entered = w.ask(cmd="fused")
+            variant["fast_entered"], variant["describe"] = entered, w.ask(cmd="describe")
+            used = entered if used is None else used
             swapped = (set(used) if variant["reference"] == "all" else
                        set() if variant["reference"] == "none" else set(variant["reference"].split(",")))
             if set(entered) & swapped or not set(used) - swapped <= set(entered):
                 raise RuntimeError(f"variant {variant['name']!r} entered the fast {entered}: "
                                    f"expected {sorted(set(used) - swapped)} and none of "
                                    f"{sorted(swapped)}")
-            variant["fast_entered"] = entered
     finally:
         w.close()
     return {"median_s": statistics.median(r["times"]), "times": r["times"],
@@ -146,21 +151,21 @@ def main(argv=None) -> int:
         weights = os.path.join(tmp, "weights.npz")
         common.save_weights(train_step.build_minis2s(args.arch, cfg), weights)
         wargs = ["--arch", args.arch, "--config", args.config, "--weights", weights]
-        probe = common.Worker(script, "minis2s", wargs + ["--reference", "none"], args.threads)
-        try:
-            used = probe.ask(cmd="fused")
-            machine = {"blas": probe.hello["blas"], **probe.ask(cmd="describe")}
-        finally:
-            probe.close()
-        rows = variants(used)
+        base = {"name": BASELINE, "reference": "none", "malloc": "tuned"}
+        print(f"{args.arch} config {args.config}, {args.threads} threads", flush=True)
+        opening = run_variant(script, base, wargs, args, None, check=True)  # run 1's baseline
+        used = base["fast_entered"]
+        print(f"fused functions the step enters: {', '.join(used)}", flush=True)
+        rows = [base] + variants(used)
         for row in rows:
             row["runs"] = []
-        print(f"{args.arch} config {args.config}, {args.threads} threads; fused functions the step "
-              f"enters: {', '.join(used)}", flush=True)
         for r in range(args.repeat):
             shift = r % len(rows)
             for row in rows[shift:] + rows[:shift]:
-                result = run_variant(script, row, wargs, args, used, check=r == 0)
+                if r == 0 and row is base:
+                    result = opening
+                else:
+                    result = run_variant(script, row, wargs, args, used, check=r == 0)
                 row["runs"].append(result)
                 print(f"  run {r + 1}: {row['name']:<60} {result['median_s'] * 1e3:9.1f} ms "
                       f"{result['peak_memory_mb']:8.1f} MB", flush=True)
@@ -168,7 +173,6 @@ def main(argv=None) -> int:
     for row in rows:
         row["median_s"] = statistics.median(x["median_s"] for x in row["runs"])
         row["peak_memory_mb"] = statistics.median(x["peak_memory_mb"] for x in row["runs"])
-    base = rows[0]
     first = [x["first_loss"] for row in rows for x in row["runs"]]
     spread = (max(first) - min(first)) / abs(base["runs"][0]["first_loss"])
     for row in rows[1:]:
@@ -177,7 +181,7 @@ def main(argv=None) -> int:
     results = {"arch": args.arch, "config": args.config, "sizes": cfg, "threads": args.threads,
                "steps": args.steps, "warmup": args.warmup, "repeat": args.repeat,
                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "cpu": cpu_name(), "machine": machine, "fused_used": used,
+               "cpu": cpu_name(), "machine": base["describe"], "fused_used": used,
                "first_loss_spread": spread, "variants": rows}
     print()
     print(report(results))

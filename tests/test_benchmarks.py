@@ -184,6 +184,8 @@ def test_optimisations_on_tiny_times_every_variant_and_checks_what_it_ran(tmp_pa
     assert rows["fast code, --malloc default"]["runs"][0]["allocator"] == "default"
     assert set(base["fast_entered"]) == STEP_FUSED
     assert rows["full reference mode"]["fast_entered"] == []
+    assert rows["every fused function on its reference, the model's layout fast"]["fast_entered"] == []
+    assert len(rows) == 4 + len(STEP_FUSED)
     swapped = {v["function"]: v for v in r["variants"] if "function" in v}
     assert set(swapped) == STEP_FUSED
     assert set(swapped["accumulate"]["reference"].split(",")) == \

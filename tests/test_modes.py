@@ -397,14 +397,16 @@ STEP_FUSED = ("lstm_step", "attention_lookup", "lstm_cell", "linear", "getitem",
               "accumulate", "adam_update")
 
 
+@backends
 @pytest.mark.parametrize("name", STEP_FUSED)
-def test_a_training_step_with_one_function_swapped_runs_its_reference_alone(name):
+def test_a_training_step_with_one_function_swapped_runs_its_reference_alone(backend, name):
     """The small training step with one fused function on its reference (``accumulate`` with the
     functions that need it): that reference runs and its fast twin does not, every other fast
     twin still runs, and the step computes what the fast step computes."""
     only = {name, *grad.modes.requirers(name)}
-    fast_result, _ = _traced(_small_training_step)
-    result, entered = _traced(grad.reference_mode(only=only)(_small_training_step))
+    with B.use(backend):
+        fast_result, _ = _traced(_small_training_step)
+        result, entered = _traced(grad.reference_mode(only=only)(_small_training_step))
     callers = {f.__name__: getattr(sys.modules[f.__module__], f.__name__) for f in fused_functions()}
     for other in STEP_FUSED:
         caller = callers[other]

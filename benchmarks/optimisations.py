@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--reference", default="none", help=argparse.SUPPRESS)   # a worker's variant
     common.add_worker_arguments(parser)
-    parser.add_argument("--malloc", default="tuned", help=argparse.SUPPRESS)     # a worker's allocator
+    parser.add_argument("--malloc", choices=["tuned", "default"], help=argparse.SUPPRESS)  # a worker's
     args = parser.parse_args(argv)
     args.device = "cpu"
     configs = common.CONFIGS if args.arch == "lstm" else common.TRANSFORMER_CONFIGS
@@ -142,6 +142,9 @@ def main(argv=None) -> int:
                      f"(choose from {', '.join(sorted(configs))})")
     if common.run_worker(args, worker, None):
         return 0
+    if args.malloc is not None or args.reference != "none":
+        parser.error("--malloc and --reference are set per variant by the script itself "
+                     "(it measures both allocators and every reference setting)")
     if args.steps < 1 or args.repeat < 1 or args.warmup < 0 or args.threads < 1:
         parser.error("--steps, --repeat and --threads must be positive, --warmup not negative")
 

@@ -229,3 +229,12 @@ def test_profile_step_on_tiny_counts_each_fused_function_once_per_graph_node(tmp
     assert r["gemm_flops"] == train_step.gemm_flops(train_step.gemm_shapes(r["sizes"]))
     assert r["gemm_floor_s"] > 0 and len(r["step_times"]) == 2
     assert "GEMM floor" in text and "| `grad.functional.linear, forward` |" in text
+
+
+def test_optimisations_and_profile_step_refuse_bad_arguments_with_exit_2():
+    for script, args, words in [("optimisations.py", ["--config", "base"], "not a lstm configuration"),
+                                ("profile_step.py", ["--steps", "0"], "must be positive"),
+                                ("optimisations.py", ["--malloc", "default"], "set per variant")]:
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert proc.returncode == 2 and words in proc.stderr, (script, proc.stderr)

@@ -1,4 +1,5 @@
 """What each optimisation buys: the minis2s training step with one fast path taken back out.
+(Speed only; ``benchmarks/ablations.py`` is about what model choices do to accuracy.)
 
     python benchmarks/optimisations.py --config medium --repeat 3 [--steps 5] [--warmup 2]
                                        [--threads N] [--json FILE]

@@ -130,6 +130,13 @@ def test_train_step_lm_on_tiny_computes_the_same_first_loss_in_both(tmp_path):
     assert "LSTM language model config tiny" in text and "minis2s / PyTorch" in text
 
 
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed: the standalone script times PyTorch")
+def test_torch_standalone_runs_the_lm():
+    text = run("torch_standalone.py", "--arch", "lm", "--config", "tiny", "--threads", "1",
+               "--steps", "2", "--warmup", "0")
+    assert "lm config tiny, 1 threads: median" in text and "over 2 steps" in text
+
+
 def test_lm_gemm_floor_counts_the_documented_products():
     """The shapes add up to the closed form of ``lm_gemm_shapes``'s docstring (3x the forward
     products), on the medium configuration of the issue (V=8000 E=256 H=512 L=2 B=64 T=40)."""

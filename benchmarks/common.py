@@ -460,3 +460,100 @@ def torch_transformer(cfg: dict, weights: str | None = None, device: str = "cpu"
         model.load_state_dict({k: torch.as_tensor(np.ascontiguousarray(state[k]))
                                for k in model.state_dict()}, strict=True)
     return model.to(device)
+
+
+# ----------------------------------------------------------------------------- LSTM language model
+# ``train_step.py --arch lm``: the LSTM language model ``minis2s lm train`` trains
+# (``minis2s.lm.lstm_lm.LSTMLanguageModel``: embedding -> L-layer LSTM -> linear generator) and
+# its real training step (``minis2s.lm.training.train_step``), against the same model in
+# PyTorch (``nn.Embedding``, ``nn.LSTM``, ``nn.Linear``, ``F.cross_entropy``). Both: loss per
+# predicted token (PAD excluded), clip at 5, Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8), no
+# dropout. T counts BOS and EOS (as the seq2seq target), so the LSTM reads T-1 positions.
+LM_CONFIGS = {   # V: vocabulary, E: embedding, H: hidden, L: layers, B: sentences, T: longest
+    "tiny": dict(V=100, E=32, H=64, L=2, B=16, T=12),
+    "small": dict(V=1000, E=128, H=256, L=2, B=64, T=30),
+    "medium": dict(V=8000, E=256, H=512, L=2, B=64, T=40),
+}
+LM_LR = 1e-3
+
+
+def make_lm_batches(cfg: dict, n_batches: int = 4, seed: int = 0) -> list[dict]:
+    """Random sentences ``BOS w_1 ... w_n EOS`` (between half and all of T tokens long; the
+    first row of every batch is full length), padded with PAD: ``ids`` ``(B, T)`` int64 and
+    ``lengths`` ``(B,)`` (BOS and EOS counted), as ``minis2s.lm.lstm_lm.pad_batch`` gives them.
+    ``n_tokens``: the predicted tokens, ``sum(lengths - 1)``."""
+    rng = np.random.default_rng(seed)
+    b, t, v = cfg["B"], cfg["T"], cfg["V"]
+    out = []
+    for _ in range(n_batches):
+        lengths = rng.integers(max(2, t // 2), t + 1, size=b)
+        lengths[0] = t
+        ids = np.full((b, t), PAD, dtype=np.int64)
+        for r in range(b):
+            n = int(lengths[r])
+            ids[r, :n] = np.concatenate([[BOS], rng.integers(4, v, size=n - 2), [EOS]])
+        out.append(dict(ids=ids, lengths=lengths.astype(np.int64),
+                        n_tokens=int((lengths - 1).sum())))
+    return out
+
+
+def build_minis2s_lm(cfg: dict, seed: int = 0):
+    """The LSTM LM as ``minis2s lm train`` builds it (``build_lstm_lm``), dropout 0, float32."""
+    from minis2s.lm.training import build_lstm_lm
+    return build_lstm_lm(dict(vocab_size=cfg["V"], emb_size=cfg["E"], hidden_size=cfg["H"],
+                              num_layers=cfg["L"], dropout=0.0, pad_idx=PAD, tie_weights=False), seed)
+
+
+def minis2s_lm_step(model, optimizer, batch) -> float:
+    """One step of ``minis2s.lm.training.train_step`` on ``batch`` (a ``make_lm_batches`` item):
+    clip at 5, and the summed loss divided by the batch's own predicted tokens, so the gradient
+    is that of the mean over tokens (PyTorch's ``F.cross_entropy(ignore_index=PAD)``). Returns the
+    loss per token."""
+    from minis2s.lm.training import LMConfig, train_step
+    cfg = LMConfig(max_grad_norm=5.0, dropout=0.0)
+    return train_step(model, optimizer, (batch["ids"], batch["lengths"]), cfg,
+                      scale=float(batch["n_tokens"]))["loss"]
+
+
+def torch_lm(cfg: dict, weights: str | None = None, device: str = "cpu"):
+    """The LSTM LM in idiomatic PyTorch: ``nn.Embedding`` -> ``nn.LSTM(batch_first=True)`` over
+    the padded batch (every row runs all T-1 steps, as in minis2s, whose ``lengths`` only mask
+    the padding) -> ``nn.Linear``, ``F.cross_entropy(ignore_index=PAD)``. Its parameter names
+    are minis2s's (``embedding``, ``rnn``, ``output_layer``), so minis2s's weights load as
+    they are."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    v, e, h, n_layers = cfg["V"], cfg["E"], cfg["H"], cfg["L"]
+
+    class TorchLSTMLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(v, e, padding_idx=PAD)
+            self.rnn = nn.LSTM(e, h, n_layers, batch_first=True)
+            self.output_layer = nn.Linear(h, v)
+
+        def loss(self, ids):
+            x_in, x_out = ids[:, :-1], ids[:, 1:]                     # (B, T-1) each
+            out, _ = self.rnn(self.embedding(x_in))                   # (B, T-1, H)
+            logits = self.output_layer(out)                           # (B, T-1, V)
+            return F.cross_entropy(logits.reshape(-1, v), x_out.reshape(-1), ignore_index=PAD)
+
+    model = TorchLSTMLM()
+    if weights is not None:
+        state = np.load(weights, allow_pickle=False)
+        model.load_state_dict({k: torch.as_tensor(np.ascontiguousarray(state[k]))
+                               for k in model.state_dict()}, strict=True)
+    return model.to(device)
+
+
+def torch_lm_step(model, optimizer, ids):
+    """The LM step in PyTorch, as its users write it; returns the loss."""
+    import torch
+    loss = model.loss(ids)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    return loss

@@ -3,10 +3,14 @@
     python benchmarks/train_step.py --config tiny|small|medium [--device cpu|cuda]
                                     [--steps 20] [--warmup 3] [--threads N] [--json FILE]
     python benchmarks/train_step.py --arch transformer [--config tiny|base] [...]
+    python benchmarks/train_step.py --arch lm [--config tiny|small|medium] [...]
 
 ``--arch lstm`` (the default) is the LSTM seq2seq with Luong attention; ``--arch transformer``
 is minis2s's ``TransformerSeq2Seq`` against the same model built from PyTorch's own
-Transformer layers (common.TRANSFORMER_CONFIGS; its default config is ``base``, issue 20's).
+Transformer layers (common.TRANSFORMER_CONFIGS; its default config is ``base``, issue 20's);
+``--arch lm`` is the LSTM language model of ``minis2s lm train`` and its own training step
+(``minis2s.lm.training.train_step``) against ``nn.Embedding`` + ``nn.LSTM`` + ``nn.Linear``
+(common.LM_CONFIGS).
 
 Each framework runs in its own subprocess (so neither's threads steal the cores from the other
 and each one's memory is its own). The parent alternates them in blocks of steps, so slow drift
@@ -123,6 +127,34 @@ def transformer_gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
     return shapes
 
 
+def lm_gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
+    """The matrix products of one LSTM language-model training step, forward and backward, as
+    ``gemm_shapes``. With ``n = B*(T-1)`` positions (T counts BOS and EOS), embedding ``E``,
+    hidden ``H``, ``L`` layers and vocabulary ``V``, the forward FLOPs are::
+
+        layer 0:        2n E 4H   +  2n H 4H       input projection of all steps, recurrence
+        layer k >= 1:   2n H 4H   +  2n H 4H
+        generator:      2n H V
+
+    and backward is twice that (input and weight gradient of each product): the step is 3x the
+    forward. The input projection and the generator run once over all positions; the recurrence
+    ``h W_hh^T`` runs once per step on ``(B, H)`` rows, its input gradient likewise, its weight
+    gradient as one product with an inner dimension of ``n``. The embedding is a row gather."""
+    b, t, e, h, v, n_layers = (cfg[k] for k in ("B", "T", "E", "H", "V", "L"))
+    t = t - 1                                   # positions: the sentence without its last token
+    shapes = []
+
+    def linear(steps, m, k, n):                 # as in gemm_shapes
+        shapes.extend([(steps, (m, k), (k, n)), (steps, (m, n), (n, k)),
+                       (1, (n, steps * m), (steps * m, k))])
+
+    for layer in range(n_layers):
+        linear(1, t * b, e if layer == 0 else h, 4 * h)   # input projection, all steps
+        linear(t, b, h, 4 * h)                             # recurrence, one product per step
+    linear(1, t * b, h, v)                                 # the generator, all steps
+    return shapes
+
+
 def gemm_flops(shapes) -> float:
     total = 0.0
     for count, a, bb in shapes:
@@ -152,12 +184,28 @@ def time_gemm_floor(shapes, repeat: int = 7) -> float:
 
 
 # ============================================================================ workers
+ARCH_CONFIGS = {"lstm": common.CONFIGS, "transformer": common.TRANSFORMER_CONFIGS,
+                "lm": common.LM_CONFIGS}
+DEFAULT_CONFIG = {"lstm": "tiny", "transformer": "base", "lm": "tiny"}
+
+
 def arch_config(args) -> dict:
-    return (common.CONFIGS if args.arch == "lstm" else common.TRANSFORMER_CONFIGS)[args.config]
+    return ARCH_CONFIGS[args.arch][args.config]
 
 
 def build_minis2s(arch: str, cfg: dict):
-    return common.build_minis2s(cfg) if arch == "lstm" else common.build_minis2s_transformer(cfg)
+    return {"lstm": common.build_minis2s, "transformer": common.build_minis2s_transformer,
+            "lm": common.build_minis2s_lm}[arch](cfg)
+
+
+def target_tokens(arch: str, cfg: dict) -> float:
+    """Predicted tokens of the mean batch (the throughput's numerator)."""
+    data = common.make_lm_batches(cfg) if arch == "lm" else common.make_batches(cfg)
+    return sum(d["n_tokens"] for d in data) / len(data)
+
+
+def step_shapes(arch: str, cfg: dict):
+    return {"lstm": gemm_shapes, "transformer": transformer_gemm_shapes, "lm": lm_gemm_shapes}[arch](cfg)
 
 
 def minis2s_worker(args) -> None:
@@ -175,15 +223,20 @@ def minis2s_worker(args) -> None:
                            common.np.load(args.weights, allow_pickle=False).items()})
     model.train()
     params = list(model.parameters())
-    optimizer = Adam(params, lr=1e-3)
-    batches = common.minis2s_batches(cfg)
+    optimizer = Adam(params, lr=common.LM_LR if args.arch == "lm" else 1e-3)
+    if args.arch == "lm":          # host batches, as minis2s lm train hands them to train_step
+        batches = common.make_lm_batches(cfg)
+    else:
+        batches = common.minis2s_batches(cfg)
     sync = (lambda: B.xp.cuda.Device().synchronize()) if args.device == "cuda" else (lambda: None)
     position = [0]
 
-    def step():
+    def step() -> float:
         batch = batches[position[0] % len(batches)]
         position[0] += 1
-        return common.minis2s_step(model, params, optimizer, batch)
+        if args.arch == "lm":
+            return common.minis2s_lm_step(model, optimizer, batch)
+        return common.minis2s_step(model, params, optimizer, batch).item()
 
     def run(n):
         times, losses = [], []
@@ -192,11 +245,11 @@ def minis2s_worker(args) -> None:
             loss = step()
             sync()
             times.append(time.perf_counter() - t0)
-            losses.append(float(loss.item()))
+            losses.append(float(loss))
         return {"times": times, "losses": losses}
 
     def floor():
-        shapes = gemm_shapes(cfg) if args.arch == "lstm" else transformer_gemm_shapes(cfg)
+        shapes = step_shapes(args.arch, cfg)
         return {"flops": gemm_flops(shapes), "seconds": time_gemm_floor(shapes)}
 
     common.serve({"run": run, "memory": lambda: {**common.memory_mb(), "base": base},
@@ -211,11 +264,16 @@ def torch_worker(args) -> None:
     base = common.memory_mb()["rss"]
     cfg = arch_config(args)
     device = args.device
-    model = (common.torch_model if args.arch == "lstm" else common.torch_transformer)(
-        cfg, args.weights, device)
+    model = {"lstm": common.torch_model, "transformer": common.torch_transformer,
+             "lm": common.torch_lm}[args.arch](cfg, args.weights, device)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = common.torch_batches(cfg, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=common.LM_LR if args.arch == "lm" else 1e-3)
+    if args.arch == "lm":
+        batches = [torch.from_numpy(d["ids"]).to(device) for d in common.make_lm_batches(cfg)]
+        one_step = common.torch_lm_step
+    else:
+        batches = common.torch_batches(cfg, device)
+        one_step = common.torch_step
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     position = [0]
 
@@ -225,7 +283,7 @@ def torch_worker(args) -> None:
             batch = batches[position[0] % len(batches)]
             position[0] += 1
             t0 = time.perf_counter()
-            loss = common.torch_step(model, optimizer, batch)
+            loss = one_step(model, optimizer, batch)
             sync()
             times.append(time.perf_counter() - t0)
             losses.append(float(loss.item()))
@@ -246,7 +304,7 @@ def summarize(times, n_tokens) -> dict:
 
 def solo_run(script, framework, wargs, args) -> dict:
     """One framework alone: its own worker, warm-up and timed steps, no other worker alive."""
-    n_tokens = sum(d["n_tokens"] for d in common.make_batches(arch_config(args))) / 4.0
+    n_tokens = target_tokens(args.arch, arch_config(args))
     worker = common.Worker(script, framework, wargs, args.threads)
     try:
         worker.ask(cmd="run", n=max(1, args.warmup))
@@ -261,12 +319,13 @@ def solo_run(script, framework, wargs, args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=["lstm", "transformer"], default="lstm",
-                        help="the model: LSTM seq2seq with attention (default) or Transformer")
-    parser.add_argument("--config", choices=sorted(set(common.CONFIGS) | set(common.TRANSFORMER_CONFIGS)),
+    parser.add_argument("--arch", choices=["lstm", "transformer", "lm"], default="lstm",
+                        help="the model: LSTM seq2seq with attention (default), Transformer "
+                             "seq2seq, or the LSTM language model")
+    parser.add_argument("--config", choices=sorted(set().union(*ARCH_CONFIGS.values())),
                         help="sizes (lstm: tiny|small|medium, default tiny; transformer: tiny|base, "
                              "default base: d_model 256, 4 heads, ff 1024, 3+3 layers, B=64, S=T=30, "
-                             "V=8000)")
+                             "V=8000; lm: tiny|small|medium, default tiny)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per framework (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
@@ -284,9 +343,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     common.add_worker_arguments(parser)
     args = parser.parse_args(argv)
-    configs = common.CONFIGS if args.arch == "lstm" else common.TRANSFORMER_CONFIGS
+    configs = ARCH_CONFIGS[args.arch]
     if args.config is None:
-        args.config = "tiny" if args.arch == "lstm" else "base"
+        args.config = DEFAULT_CONFIG[args.arch]
     if args.config not in configs:
         parser.error(f"argument --config: {args.config!r} is not a {args.arch} configuration "
                      f"(choose from {', '.join(sorted(configs))})")
@@ -306,7 +365,7 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="minis2s-bench-")
     weights = os.path.join(tmp, "weights.npz")
     common.save_weights(build_minis2s(args.arch, cfg), weights)
-    n_tokens = sum(d["n_tokens"] for d in common.make_batches(cfg)) / 4.0   # mean per batch
+    n_tokens = target_tokens(args.arch, cfg)                                # mean per batch
 
     script = os.path.abspath(__file__)
     wargs = ["--arch", args.arch, "--config", args.config, "--device", args.device, "--weights", weights,
@@ -371,6 +430,9 @@ def report(r: dict) -> None:
     if r["arch"] == "lstm":
         print(f"config {r['config']}: V={c['V']} E={c['E']} H={c['H']} L={c['L']} B={c['B']} "
               f"S={c['S']} T={c['T']}; device {r['device']}, {r['threads']} threads")
+    elif r["arch"] == "lm":
+        print(f"LSTM language model config {r['config']}: V={c['V']} E={c['E']} H={c['H']} "
+              f"L={c['L']} B={c['B']} T={c['T']}; device {r['device']}, {r['threads']} threads")
     else:
         print(f"transformer config {r['config']}: V={c['V']} d_model={c['D']} heads={c['NH']} "
               f"ff={c['F']} layers={c['L']}+{c['L']} B={c['B']} S={c['S']} T={c['T']}; "

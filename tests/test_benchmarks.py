@@ -104,6 +104,54 @@ def test_transformer_gemm_floor_counts_the_documented_products():
     assert 85e9 < flops < 88e9
 
 
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed: the LM benchmark compares "
+                                           "minis2s's LSTM language model with PyTorch's nn.LSTM")
+def test_train_step_lm_on_tiny_computes_the_same_first_loss_in_both(tmp_path):
+    out_json = tmp_path / "lm.json"
+    text = run("train_step.py", "--arch", "lm", "--config", "tiny", "--steps", "2",
+               "--warmup", "1", "--block", "1", "--threads", "1", "--json", str(out_json))
+    result = json.loads(out_json.read_text())
+    assert result["arch"] == "lm" and result["sizes"]["H"] == 64
+    ours, theirs = result["frameworks"]["minis2s"], result["frameworks"]["torch"]
+    assert ours["steps"] == theirs["steps"] == 2
+    # minis2s's lm train_step and nn.Embedding + nn.LSTM + nn.Linear + F.cross_entropy from the
+    # same weights on the same batch: the same loss per token up to float32 rounding (a random
+    # model over V=100 starts near log(100) = 4.6; a wrong shift, mask or normalisation would show)
+    assert theirs["first_loss"] == pytest.approx(ours["first_loss"], rel=1e-5)
+    assert 4.0 < ours["first_loss"] < 5.2
+    train_step = train_step_module()
+    cfg = result["sizes"]
+    data = train_step.common.make_lm_batches(cfg)
+    assert result["target_tokens_per_step"] == sum(d["n_tokens"] for d in data) / len(data)
+    assert result["gemm_flops"] == train_step.gemm_flops(train_step.lm_gemm_shapes(cfg))
+    assert result["minis2s_over_floor"] == pytest.approx(ours["median_s"] / result["gemm_floor_s"], rel=1e-12)
+    assert result["ratio_time"] == pytest.approx(ours["median_s"] / theirs["median_s"], rel=1e-12)
+    assert result["ratio_memory"] == pytest.approx(ours["peak_memory_mb"] / theirs["peak_memory_mb"], rel=1e-12)
+    assert "LSTM language model config tiny" in text and "minis2s / PyTorch" in text
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed: the standalone script times PyTorch")
+def test_torch_standalone_runs_the_lm():
+    text = run("torch_standalone.py", "--arch", "lm", "--config", "tiny", "--threads", "1",
+               "--steps", "2", "--warmup", "0")
+    assert "lm config tiny, 1 threads: median" in text and "over 2 steps" in text
+
+
+def test_lm_gemm_floor_counts_the_documented_products():
+    """The shapes add up to the closed form of ``lm_gemm_shapes``'s docstring (3x the forward
+    products), on the medium configuration of the issue (V=8000 E=256 H=512 L=2 B=64 T=40)."""
+    train_step = train_step_module()
+    cfg = train_step.common.LM_CONFIGS["medium"]
+    assert cfg == dict(V=8000, E=256, H=512, L=2, B=64, T=40)
+    b, t, e, h, v, n_layers = (cfg[k] for k in ("B", "T", "E", "H", "V", "L"))
+    n = b * (t - 1)
+    forward = (2 * n * e * 4 * h + 2 * n * h * 4 * h                 # layer 0
+               + (n_layers - 1) * (2 * n * h * 4 * h + 2 * n * h * 4 * h)   # layers above
+               + 2 * n * h * v)                                      # generator
+    assert train_step.gemm_flops(train_step.lm_gemm_shapes(cfg)) == 3 * forward
+    assert train_step.common.LM_CONFIGS["small"] == dict(V=1000, E=128, H=256, L=2, B=64, T=30)
+
+
 def test_decode_on_tiny(tmp_path):
     out_json = tmp_path / "decode.json"
     run("decode.py", "--config", "tiny", "--batches", "1", "--repeat", "1", "--max-len", "6",

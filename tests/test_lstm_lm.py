@@ -28,6 +28,38 @@ def test_lm_loss_gradcheck(backend, tie):
                               params=list(lm.parameters()), max_coordinates=24)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loss_runs_unmasked_with_the_loss_and_gradients_of_the_masked_run(backend):
+    """``loss`` skips the LSTM's per-step length masks: the same loss and the same gradient of
+    every parameter as the masked forward ``lm(x_in, lengths)``, on rows of different lengths."""
+    from minis2s.lm.lstm_lm import token_cross_entropy
+    with B.use(backend):
+        lm = model()
+        ids, lengths = pad_batch([[1] + s + [2] for s in SENTS])
+        params = list(lm.parameters())
+
+        def run(masked):
+            for p in params:
+                p.grad = None
+            if masked:
+                logits, _ = lm(ids[:, :-1], lengths - 1)
+                loss = token_cross_entropy(logits, ids[:, 1:], lm.pad_idx, "sum")
+            else:
+                loss = lm.loss(ids[:, :-1], ids[:, 1:], lengths - 1, reduction="sum")
+            loss.backward()
+            return loss.item(), [B.to_numpy(p.grad).copy() for p in params]
+
+        (masked_loss, masked_grads), (loss, grads) = run(True), run(False)
+        assert loss == pytest.approx(masked_loss, rel=1e-12, abs=0)
+        assert len(grads) == len(params) > 0
+        for g, m in zip(grads, masked_grads):
+            np.testing.assert_allclose(g, m, rtol=1e-11, atol=1e-14)
+        # the padded rows' unmasked outputs do differ: the equality above is the loss ignoring them
+        full, _ = lm(ids[:, :-1])
+        masked, _ = lm(ids[:, :-1], lengths - 1)
+        assert not np.allclose(B.to_numpy(full.data)[1, -1], B.to_numpy(masked.data)[1, -1])
+
+
 def test_tied_weights_are_one_parameter():
     lm = model(tie=True)
     assert lm.output_layer.weight is lm.embedding.weight

@@ -72,8 +72,14 @@ class LSTMLanguageModel(nn.Module):
         return self.output_layer(out), state                              # (B, T, V)
 
     def loss(self, x_in, x_out, lengths=None, reduction: str = "mean") -> Tensor:
-        """Cross-entropy per predicted token (PAD excluded; EOS counted, BOS never predicted)."""
-        logits, _ = self(x_in, lengths)
+        """Cross-entropy per predicted token (PAD excluded; EOS counted, BOS never predicted).
+
+        ``lengths`` is accepted (the Transformer LM's signature) and not needed: the LSTM is
+        causal, so the outputs at a sentence's real positions never see its padding, and the
+        outputs past its end only predict PAD targets, which the loss ignores (their gradient
+        is exactly zero). Running the padded rows unmasked gives the same loss and gradients
+        as ``self(x_in, lengths)`` without the per-step masking (tests/test_lstm_lm.py)."""
+        logits, _ = self(x_in)                                            # (B, T, V)
         return token_cross_entropy(logits, x_out, self.pad_idx, reduction)
 
     # At most this many numbers per array while scoring: a batch's (B, T, V) scores are made

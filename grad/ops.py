@@ -289,10 +289,13 @@ def erf(x):
 
 
 def relu(x):
-    """max(x, 0), with derivative 0 at x = 0 (PyTorch's convention)."""
+    """max(x, 0), with derivative 0 at x = 0 (PyTorch's convention). One pass forward; the
+    backward reads which inputs were positive off the output (``out > 0``), so nothing but the
+    output is kept."""
     xp = B.xp
-    positive = xp.astype(x.data > 0, x.dtype)
-    return make(x.data * positive, (x,), lambda g: (g * positive,), "relu")
+    zero = B.full((), 0, like=x.data)
+    out = xp.maximum(x.data, zero)
+    return make(out, (x,), lambda g: (xp.where(out > zero, g, zero),), "relu")
 
 
 def astype(x, dtype):

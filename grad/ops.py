@@ -291,11 +291,12 @@ def erf(x):
 def relu(x):
     """max(x, 0), with derivative 0 at x = 0 (PyTorch's convention). One pass forward; the
     backward reads which inputs were positive off the output (``out > 0``), so nothing but the
-    output is kept."""
+    output is kept. (A multiplication by the 0/1 mask, not ``where``: NumPy's ``where`` on a
+    random mask branches per element and is ten times slower.)"""
     xp = B.xp
     zero = B.full((), 0, like=x.data)
     out = xp.maximum(x.data, zero)
-    return make(out, (x,), lambda g: (xp.where(out > zero, g, zero),), "relu")
+    return make(out, (x,), lambda g: (g * xp.astype(out > zero, g.dtype),), "relu")
 
 
 def astype(x, dtype):

@@ -23,8 +23,8 @@ def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
         return Tensor(B.new((), 0.0, "float32"))
     total = None
     for p in params:                       # summed in float64: finite for any finite gradient
-        g64 = xp.astype(p.grad, xp.float64)
-        sq = xp.sum(g64 * g64)
+        g64 = xp.reshape(xp.astype(p.grad, xp.float64), (-1,))       # (n,)
+        sq = xp.matmul(g64, g64)           # a dot product: no squared copy (BLAS on NumPy)
         total = sq if total is None else total + sq
     norm = xp.astype(xp.sqrt(total), params[0].grad.dtype)
     ratio = max_norm / (norm + 1e-6)                                  # 0-d, on the device

@@ -710,14 +710,18 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     xp = B.xp
     allowed, additive, scale = _attention_inputs(query, key, value, attn_mask, is_causal, scale)
     q, k, v = query.data, key.data, value.data
-    scores = xp.matmul(q, xp.matrix_transpose(k)) * scale               # (..., T, S)
+    # (..., T, S) arrays made here are this node's own, so they are updated in place; the bool
+    # mask is applied as an added 0 / -inf (on the mask's small shape, then one in-place add)
+    scores = xp.matmul(q, xp.matrix_transpose(k))                        # (..., T, S), fresh
+    scores *= scale
     if additive is not None:
-        scores = scores + additive.data
+        scores += additive.data
     if allowed is not None:
-        scores = xp.where(allowed, scores, B.full((), -math.inf, like=scores))
+        scores += xp.where(allowed, B.full((), 0.0, like=scores), B.full((), -math.inf, like=scores))
     shift, dead = _row_shift(scores)
-    p = xp.exp(scores - shift)                                           # 0 where masked
-    p = p / (xp.sum(p, axis=-1, keepdims=True) + dead)                   # (..., T, S) weights
+    scores -= shift
+    p = B.exp_(scores)                                                   # 0 where masked
+    p /= xp.sum(p, axis=-1, keepdims=True) + dead                        # (..., T, S) weights
     drop = _dropout_scale(p.shape, dropout_p, generator, p)
     pd = p if drop is None else p * drop
     out = xp.matmul(pd, v)                                               # (..., T, dv)
@@ -731,13 +735,21 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         if need_weights:
             d_pd = d_pd + g[..., n_out:]                                 # the weights' own gradient
         dv = xp.matmul(xp.matrix_transpose(pd), g_out) if value.requires_grad else None
-        dp = d_pd if drop is None else d_pd * drop
-        ds = p * (dp - xp.sum(p * dp, axis=-1, keepdims=True))           # softmax Jacobian
-        dq = xp.matmul(ds, k) * scale if query.requires_grad else None   # (..., T, d)
-        dk = xp.matmul(xp.matrix_transpose(ds), q) * scale if key.requires_grad else None
+        ds = d_pd                                                        # fresh: ours, in place
+        if drop is not None:
+            ds *= drop                                                   # dP
+        ds -= xp.sum(p * ds, axis=-1, keepdims=True)
+        ds *= p                                                          # softmax Jacobian: dS
+        d_mask = None
+        if additive is not None and additive.requires_grad:
+            d_mask = ops._unbroadcast(ds, additive.shape)
+            d_mask = xp.asarray(d_mask, copy=True) if d_mask is ds else d_mask
+        ds *= scale                                                      # for both products
+        dq = xp.matmul(ds, k) if query.requires_grad else None           # (..., T, d)
+        dk = xp.matmul(xp.matrix_transpose(ds), q) if key.requires_grad else None
         grads = (dq, dk, dv)
         if additive is not None:
-            grads += (ops._unbroadcast(ds, additive.shape) if additive.requires_grad else None,)
+            grads += (d_mask,)
         return grads
     parents = (query, key, value) if additive is None else (query, key, value, additive)
     node = make(out, parents, backward, "scaled_dot_product_attention")

@@ -712,6 +712,35 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     q, k, v = query.data, key.data, value.data
     # (..., T, S) arrays made here are this node's own, so they are updated in place; the bool
     # mask is applied as an added 0 / -inf (on the mask's small shape, then one in-place add)
+    out, p, drop, pd = _attend(q, k, v, allowed, additive, scale, dropout_p, generator)
+    n_out = out.shape[-1]
+    if need_weights:
+        out = xp.concat([out, pd], axis=-1)                              # (..., T, dv + S) packed
+
+    def backward(g):
+        g_out = g[..., :n_out] if need_weights else g                    # (..., T, dv)
+        dq, dk, dv, d_mask = _attend_backward(
+            g_out, g[..., n_out:] if need_weights else None, q, k, v, p, drop, pd, scale,
+            (query.requires_grad, key.requires_grad, value.requires_grad),
+            additive.shape if additive is not None and additive.requires_grad else None)
+        grads = (dq, dk, dv)
+        if additive is not None:
+            grads += (d_mask,)
+        return grads
+    parents = (query, key, value) if additive is None else (query, key, value, additive)
+    node = make(out, parents, backward, "scaled_dot_product_attention")
+    if need_weights:
+        return node[..., :n_out], node[..., n_out:]
+    return node
+
+
+def _attend(q, k, v, allowed, additive, scale, dropout_p, generator):
+    """The forward arithmetic of the fused attention on arrays: ``q`` ``(..., T, d)``, ``k``
+    ``(..., S, d)``, ``v`` ``(..., S, dv)`` (views are fine). Returns ``(out (..., T, dv),
+    p (..., T, S) weights, drop (the dropout multiplier or None), pd = p * drop)``. The
+    ``(..., T, S)`` arrays made here are its own, so they are updated in place; a bool mask is
+    added as 0 / -inf (built on the mask's small shape)."""
+    xp = B.xp
     scores = xp.matmul(q, xp.matrix_transpose(k))                        # (..., T, S), fresh
     scores *= scale
     if additive is not None:
@@ -724,35 +753,29 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     p /= xp.sum(p, axis=-1, keepdims=True) + dead                        # (..., T, S) weights
     drop = _dropout_scale(p.shape, dropout_p, generator, p)
     pd = p if drop is None else p * drop
-    out = xp.matmul(pd, v)                                               # (..., T, dv)
-    n_out = out.shape[-1]
-    if need_weights:
-        out = xp.concat([out, pd], axis=-1)                              # (..., T, dv + S) packed
+    return xp.matmul(pd, v), p, drop, pd                                 # (..., T, dv)
 
-    def backward(g):
-        g_out = g[..., :n_out] if need_weights else g                    # (..., T, dv)
-        d_pd = xp.matmul(g_out, xp.matrix_transpose(v))                  # (..., T, S)
-        if need_weights:
-            d_pd = d_pd + g[..., n_out:]                                 # the weights' own gradient
-        dv = xp.matmul(xp.matrix_transpose(pd), g_out) if value.requires_grad else None
-        ds = d_pd                                                        # fresh: ours, in place
-        if drop is not None:
-            ds *= drop                                                   # dP
-        ds -= xp.sum(p * ds, axis=-1, keepdims=True)
-        ds *= p                                                          # softmax Jacobian: dS
-        d_mask = None
-        if additive is not None and additive.requires_grad:
-            d_mask = ops._unbroadcast(ds, additive.shape)
-            d_mask = xp.asarray(d_mask, copy=True) if d_mask is ds else d_mask
-        ds *= scale                                                      # for both products
-        dq = xp.matmul(ds, k) if query.requires_grad else None           # (..., T, d)
-        dk = xp.matmul(xp.matrix_transpose(ds), q) if key.requires_grad else None
-        grads = (dq, dk, dv)
-        if additive is not None:
-            grads += (d_mask,)
-        return grads
-    parents = (query, key, value) if additive is None else (query, key, value, additive)
-    node = make(out, parents, backward, "scaled_dot_product_attention")
-    if need_weights:
-        return node[..., :n_out], node[..., n_out:]
-    return node
+
+def _attend_backward(g_out, g_weights, q, k, v, p, drop, pd, scale, needs, mask_shape):
+    """The backward of ``_attend``: ``(dq, dk, dv, d_mask)`` from the output's gradient ``g_out``
+    ``(..., T, dv)`` and the weights' own (``g_weights``, or None). ``needs`` says which of q, k,
+    v want a gradient (None for the others); ``d_mask`` (the gradient of an added float mask,
+    summed to ``mask_shape``) is None unless ``mask_shape`` is given."""
+    xp = B.xp
+    d_pd = xp.matmul(g_out, xp.matrix_transpose(v))                      # (..., T, S), fresh
+    if g_weights is not None:
+        d_pd = d_pd + g_weights                                          # the weights' own gradient
+    dv = xp.matmul(xp.matrix_transpose(pd), g_out) if needs[2] else None
+    ds = d_pd                                                            # ours: in place
+    if drop is not None:
+        ds *= drop                                                       # dP
+    ds -= xp.sum(p * ds, axis=-1, keepdims=True)
+    ds *= p                                                              # softmax Jacobian: dS
+    d_mask = None
+    if mask_shape is not None:
+        d_mask = ops._unbroadcast(ds, mask_shape)
+        d_mask = xp.asarray(d_mask, copy=True) if d_mask is ds else d_mask
+    ds *= scale                                                          # for both products
+    dq = xp.matmul(ds, k) if needs[0] else None                          # (..., T, d)
+    dk = xp.matmul(xp.matrix_transpose(ds), q) if needs[1] else None     # (..., S, d)
+    return dq, dk, dv, d_mask

@@ -779,3 +779,106 @@ def _attend_backward(g_out, g_weights, q, k, v, p, drop, pd, scale, needs, mask_
     dq = xp.matmul(ds, k) if needs[0] else None                          # (..., T, d)
     dk = xp.matmul(xp.matrix_transpose(ds), q) if needs[1] else None     # (..., S, d)
     return dq, dk, dv, d_mask
+
+
+# ================================================ multi-head attention on packed projections
+def _packed_width(query: Tensor, key_value, num_heads: int) -> int:
+    """``E`` of ``multi_head_attention``'s packed inputs, checked."""
+    if query.ndim != 3 or (key_value is not None and (key_value.ndim != 3
+                                                      or key_value.shape[0] != query.shape[0])):
+        raise ValueError("multi_head_attention: query must be (B, T, 3E) (or (B, T, E) with "
+                         "key_value (B, S, 2E)), got "
+                         f"{query.shape} and {None if key_value is None else key_value.shape}")
+    e = query.shape[-1] // 3 if key_value is None else query.shape[-1]
+    if (key_value is None and 3 * e != query.shape[-1]) or \
+            (key_value is not None and key_value.shape[-1] != 2 * e) or e % num_heads:
+        raise ValueError(f"multi_head_attention: widths {query.shape[-1]} and "
+                         f"{None if key_value is None else key_value.shape[-1]} are not 3E (or E "
+                         f"and 2E) with E a multiple of num_heads={num_heads}")
+    return e
+
+
+def _split_heads(a, num_heads: int):
+    """``(B, L, E)`` -> ``(B, h, L, E/h)``, a view where the library can make one."""
+    xp = B.xp
+    n, length, e = a.shape
+    return xp.permute_dims(xp.reshape(a, (n, length, num_heads, e // num_heads)), (0, 2, 1, 3))
+
+
+def _merge_heads(*parts):
+    """``(B, h, L, d)`` arrays -> ``(B, L, len(parts) * h * d)``, the parts side by side: one
+    copy, in the layout of the packed projection they came from."""
+    xp = B.xp
+    n, h, length, d = parts[0].shape
+    moved = [xp.permute_dims(a, (0, 2, 1, 3)) for a in parts]            # (B, L, h, d) views
+    both = moved[0] if len(moved) == 1 else xp.concat(moved, axis=2)     # (B, L, m h, d)
+    return xp.reshape(both, (n, length, len(parts) * h * d))
+
+
+def multi_head_attention_reference(query: Tensor, key_value: Tensor | None, num_heads: int,
+                                   attn_mask=None, dropout_p: float = 0.0, *, generator=None):
+    """Multi-head attention on the packed projections ``grad.nn.MultiheadAttention`` computes
+    with one product, written with ops: the readable twin of ``multi_head_attention``::
+
+        q | k | v = query                    (B, T, 3E) split in three (self-attention), or
+        q = query, k | v = key_value         (B, T, E) and (B, S, 2E)   (cross-attention)
+        each (B, L, E) -> (B, L, h, E/h) -> (B, h, L, E/h)                 split the heads
+        out = scaled_dot_product_attention(q, k, v, attn_mask, dropout_p)   (B, h, T, E/h)
+        out -> (B, T, h, E/h) -> (B, T, E)                                  merge the heads
+    """
+    e = _packed_width(query, key_value, num_heads)
+    if key_value is None:
+        q, k, v = ops.split(query, e, dim=-1)                            # (B, T, E) each
+    else:
+        q, (k, v) = query, ops.split(key_value, e, dim=-1)
+
+    def heads(t):                                                        # (B, L, E) -> (B, h, L, d)
+        return ops.permute(ops.reshape(t, (t.shape[0], t.shape[1], num_heads, e // num_heads)),
+                           (0, 2, 1, 3))
+    out = scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=attn_mask,
+                                       dropout_p=dropout_p, generator=generator)  # (B, h, T, d)
+    return ops.reshape(ops.permute(out, (0, 2, 1, 3)), (query.shape[0], query.shape[1], e))
+
+
+@fused(reference=multi_head_attention_reference)
+def multi_head_attention(query: Tensor, key_value: Tensor | None, num_heads: int,
+                         attn_mask=None, dropout_p: float = 0.0, *, generator=None) -> Tensor:
+    """``multi_head_attention_reference`` in one node: the heads are strided views of the
+    packed projections (no split, no copy), the attention is ``_attend``, and the result comes
+    back with its heads merged, ``(B, T, E)``.
+
+    * ``query`` ``(B, T, 3E)``: the queries, keys and values side by side (self-attention,
+      ``key_value=None``); or ``query`` ``(B, T, E)`` and ``key_value`` ``(B, S, 2E)`` (keys and
+      values side by side: cross-attention). ``E`` must be a multiple of ``num_heads``.
+    * ``attn_mask``: as ``scaled_dot_product_attention`` (bool True = may attend, or float
+      added), broadcastable to ``(B, h, T, S)``. The scale is ``1 / sqrt(E / h)``.
+
+    Backward: ``_attend_backward`` gives the gradients of the heads ``(B, h, L, d)``; they are
+    written side by side into ONE array shaped like the packed input (``_merge_heads``), so the
+    projection's gradient needs no slicing and no sum of three sparse parts.
+    """
+    e = _packed_width(query, key_value, num_heads)
+    packed = key_value is None
+    qd = query.data
+    kvd = qd[..., e:] if packed else key_value.data                       # (B, S, 2E)
+    q, k, v = (_split_heads(a, num_heads) for a in (qd[..., :e], kvd[..., :e], kvd[..., e:]))
+    allowed, additive, scale = _attention_inputs(Tensor(q), Tensor(k), Tensor(v), attn_mask,
+                                                 False, None)
+    out, p, drop, pd = _attend(q, k, v, allowed, additive, scale, dropout_p, generator)
+    kv_grad = query.requires_grad if packed else key_value.requires_grad
+
+    def backward(g):
+        mask_shape = additive.shape if additive is not None and additive.requires_grad else None
+        dq, dk, dv, d_mask = _attend_backward(
+            _split_heads(g, num_heads), None, q, k, v, p, drop, pd, scale,
+            (query.requires_grad, kv_grad, kv_grad), mask_shape)
+        if packed:
+            grads = (_merge_heads(dq, dk, dv),)                          # (B, T, 3E)
+        else:
+            grads = (_merge_heads(dq) if dq is not None else None,       # (B, T, E)
+                     _merge_heads(dk, dv) if dk is not None else None)   # (B, S, 2E)
+        return grads + ((d_mask,) if additive is not None else ())
+    parents = (query,) if packed else (query, key_value)
+    if additive is not None:
+        parents += (additive,)
+    return make(_merge_heads(out), parents, backward, "multi_head_attention")

@@ -223,6 +223,19 @@ def scatter_add(index, values, n_rows: int):
     Repeated indices accumulate (this is the backward of ``take``/embedding lookup).
     """
     out = zeros((n_rows,) + tuple(values.shape[1:]), like=values)
+    first = np.unique(index, return_index=True)[1] if _name == "numpy" else None  # (U,)
+    if first is not None and 2 * first.shape[0] > index.shape[0]:
+        # ``np.add.at`` is an unbuffered loop, row by row. When most indices are distinct (a
+        # large vocabulary), the first occurrence of each is simply copied into its (zero) row
+        # by one fancy assignment, and only the repeats go through ``add.at``, in their original
+        # order: every sum is formed in the same order as ``add.at`` alone forms it (the same
+        # bits). With few distinct indices, the gathers would cost more than they save.
+        out[index[first]] = values[first]
+        repeat = np.ones(index.shape[0], dtype=bool)
+        repeat[first] = False
+        if repeat.any():
+            np.add.at(out, index[repeat], values[repeat])
+        return out
     if _name in ("numpy", "cupy"):
         xp.add.at(out, index, values)       # not the removed ``cupy.scatter_add``
         return out

@@ -299,6 +299,18 @@ def erf(z):
     return xp.where(z < 0.0, -magnitude, magnitude)
 
 
+# ----------------------------------------------------------------------------- row dot products
+def row_dot(a, b):
+    """``sum(a * b, axis=-1)``, the dot product of each row of ``a`` with the row of ``b`` it
+    broadcasts against (``b`` may be one vector ``(N,)``), without the product array: the
+    standard's ``vecdot`` on NumPy (one short BLAS dot per row, never a threaded call: many
+    small threaded calls stall when another process holds a core) and array_api_strict; the
+    plain sum on CuPy."""
+    if _name == "cupy":
+        return xp.sum(a * b, axis=-1)
+    return xp.vecdot(a, b)
+
+
 # ----------------------------------------------------------------------------- in-place helpers
 # A large temporary is not free: a fresh multi-megabyte array is new memory from the OS, and
 # every page of it faults on first touch. These two helpers let the softmax cross-entropy, whose

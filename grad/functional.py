@@ -546,19 +546,22 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         dx = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))
         dweight = sum over the leading dims of g * x_hat         dbias = sum of g
 
-    Computed on ``x`` seen as rows ``(M, N)``. Every mean along a row is a matrix-vector
-    product with the column ``1/N`` (BLAS, faster than a reduction), and the backward's two means
-    need no temporary: ``mean(g_hat) = g (weight / N)`` and
-    ``mean(g_hat * x_hat) = (g * x_hat) (weight / N)``, where ``g * x_hat`` is also the sum
+    Computed on ``x`` seen as rows ``(M, N)``. Every mean along a row is a dot product of the
+    row with a vector (``backend.row_dot``: no product array, faster than a reduction), and the
+    backward's two means need no temporary: ``mean(g_hat) = g . (weight / N)`` and
+    ``mean(g_hat * x_hat) = (g * x_hat) . (weight / N)``, where ``g * x_hat`` is also the sum
     that gives ``dweight``. Temporaries the node made itself are updated in place.
     """
     xp = B.xp
     shape = _normalized_shape(x, normalized_shape, weight, bias)
     n = math.prod(shape)
     x2 = xp.reshape(x.data, (-1, n))                                    # (M, N) rows
-    avg = B.full((n, 1), 1.0 / n, like=x2)                              # (N, 1)
-    x_hat = x2 - xp.matmul(x2, avg)                                     # centred, a new array
-    r = 1.0 / xp.sqrt(xp.matmul(x_hat * x_hat, avg) + eps)              # (M, 1)
+    avg = B.full((n,), 1.0 / n, like=x2)                                # (N,)
+
+    def row_mean(a, v):                                                 # (M, 1): rows of a . v
+        return xp.reshape(B.row_dot(a, v), (-1, 1))
+    x_hat = x2 - row_mean(x2, avg)                                      # centred, a new array
+    r = 1.0 / xp.sqrt(row_mean(x_hat, x_hat) / n + eps)                 # (M, 1)
     x_hat *= r                                                          # (M, N) x-hat
     y = x_hat                                                           # kept for backward
     if weight is not None:
@@ -577,13 +580,13 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         dx = dw = db = None
         if x.requires_grad:
             if w is None:
-                w_col = avg                                             # (N, 1) 1 / N
-                dx = g2 - xp.matmul(g2, w_col)                          # g_hat - mean(g_hat)
+                w_n = avg                                               # (N,) 1 / N
+                dx = g2 - row_mean(g2, w_n)                             # g_hat - mean(g_hat)
             else:
-                w_col = xp.reshape(w, (n, 1)) / n                       # (N, 1) weight / N
+                w_n = w / n                                             # (N,) weight / N
                 dx = g2 * w                                             # g_hat, a new array
-                dx -= xp.matmul(g2, w_col)                              # - mean(g_hat)
-            dx -= x_hat * xp.matmul(gx, w_col)                          # - x_hat mean(g_hat x_hat)
+                dx -= row_mean(g2, w_n)                                 # - mean(g_hat)
+            dx -= x_hat * row_mean(gx, w_n)                             # - x_hat mean(g_hat x_hat)
             dx *= r
             dx = xp.reshape(dx, x.shape)
         if weight is not None and weight.requires_grad:

@@ -5,8 +5,6 @@ State is kept per parameter *in parameter order* (a list, never a dict keyed by 
 """
 from __future__ import annotations
 
-import math
-
 from . import backend as B
 from .modes import fused
 
@@ -109,26 +107,18 @@ def adam_update_reference(p, g, state: dict, lr: float, b1: float, b2: float, ep
 
 @fused(reference=adam_update_reference)
 def adam_update(p, g, state: dict, lr: float, b1: float, b2: float, eps: float) -> None:
-    """The same update with the moments changed in place and fewer temporary arrays. The bias
-    corrections are folded into two scalars, ``sqrt(v / c2) + eps = (sqrt(v) + eps sqrt(c2)) /
-    sqrt(c2)`` with ``c1 = 1 - b1^t``, ``c2 = 1 - b2^t``, so that ``v`` is never divided::
-
-        p -= (lr sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2))
-    """
+    """The same update with the moments changed in place and fewer temporary arrays."""
     xp = B.xp
     t = state["step"]
     m, v = state["exp_avg"], state["exp_avg_sq"]   # owned by the optimizer: in place
     m *= b1
     m += (1.0 - b1) * g
-    g2 = g * g                                      # a temporary of our own: scaled in place
-    g2 *= 1.0 - b2
     v *= b2
-    v += g2
-    root_c2 = math.sqrt(1.0 - b2 ** t)
-    denom = xp.sqrt(v)
-    denom += eps * root_c2
+    v += (1.0 - b2) * (g * g)
+    denom = xp.sqrt(v / (1.0 - b2 ** t))
+    denom += eps
     update = m / denom
-    update *= lr / (1.0 - b1 ** t) * root_c2
+    update *= lr / (1.0 - b1 ** t)
     p.data = p.data - update              # out of place: p.data may be shared
 
 

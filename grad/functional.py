@@ -124,12 +124,13 @@ def _check_smoothing(label_smoothing: float) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
 
 
-def _exp_rows_(shifted):
-    """``exp`` of logits already shifted by their row maximum, computed IN PLACE in ``shifted``,
-    and its row sums. Returns ``(e (N, C), sum of e along axis 1 (N, 1))``: the softmax is
-    ``e / sum``, a division ``cross_entropy`` leaves to the per-row scale of its backward."""
-    e = B.exp_(shifted)                                                        # exp(shifted)
-    return e, B.xp.sum(e, axis=1, keepdims=True)                               # (N, C), (N, 1)
+def _softmax_rows_(shifted):
+    """Softmax along axis 1 of logits already shifted by their row maximum, computed IN PLACE in
+    ``shifted``. Returns ``(p (N, C), row sums of exp (N, 1))``."""
+    p = B.exp_(shifted)                                                        # exp(shifted)
+    total = B.xp.sum(p, axis=1, keepdims=True)                                 # (N, 1)
+    p /= total
+    return p, total
 
 
 def cross_entropy_reference(logits: Tensor, target: Tensor, ignore_index: int = -100,
@@ -163,13 +164,11 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
     ``logits``: ``(N, C)``; ``target``: ``(N,)``. Equals ``cross_entropy_reference`` (tested).
 
     The (N, C) arrays are the largest of a seq2seq training step (N = B * T target tokens, C the
-    vocabulary), so this node makes only one of them: ``e = exp(logits - max)`` (kept for
-    backward; the log-probabilities it needs are taken from the shifted logits before the
-    exponential). It is never divided by its row sums ``Z``: backward multiplies each row by
-    ``scale / Z`` in the pass it needs anyway (``scale * p = e * (scale / Z)``). The rest is done
-    in place (``backend.exp_``, ``backend.add_at_columns``), and backward turns ``e`` itself into
-    the gradient. A second backward through a retained graph finds ``e`` used up and computes it
-    again from the logits.
+    vocabulary), so this node makes only one of them: ``p`` (the softmax, kept for backward; the
+    log-probabilities it needs are taken from the shifted logits before the exponential). The
+    rest is done in place (``backend.exp_``, ``backend.add_at_columns``), and backward turns
+    ``p`` itself into the gradient. A second backward through a retained graph finds ``p`` used
+    up and computes it again from the logits.
     """
     xp = B.xp
     _check_targets(logits.shape, target, "cross_entropy")
@@ -182,7 +181,7 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
     shifted = x - xp.max(x, axis=1, keepdims=True)                             # (N, C)
     picked = xp.reshape(xp.take_along_axis(shifted, xp.reshape(safe, (-1, 1)), axis=1), (-1,))  # (N,)
     shifted_sum = xp.sum(shifted, axis=1) if label_smoothing else None         # (N,)
-    e, total = _exp_rows_(shifted)                                             # (N, C), in place
+    p, total = _softmax_rows_(shifted)                                         # (N, C), in place
     log_z = xp.log(total[:, 0])                                                # (N,)
     losses = -(1.0 - label_smoothing) * (picked - log_z)                       # -log p_target
     if label_smoothing:                                   # sum_c log p_c = sum_c shifted - C log Z
@@ -199,13 +198,12 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100,
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
     def backward(g):
-        nonlocal e
+        nonlocal p
         scale = g * mask if reduction != "mean" else (g / count) * mask        # (N,) per row
-        z = total
-        if e is None:                     # used up by an earlier backward: compute it again
-            e, z = _exp_rows_(x - xp.max(x, axis=1, keepdims=True))
-        dlogits, e = e, None                                  # e's buffer becomes the gradient
-        dlogits *= xp.reshape(scale, (-1, 1)) / z                              # scale * p
+        if p is None:                     # used up by an earlier backward: compute it again
+            p, _ = _softmax_rows_(x - xp.max(x, axis=1, keepdims=True))
+        dlogits, p = p, None                                  # p's buffer becomes the gradient
+        dlogits *= xp.reshape(scale, (-1, 1))                                  # scale * p
         if label_smoothing:
             dlogits -= xp.reshape((label_smoothing / n_classes) * scale, (-1, 1))
         return (B.add_at_columns(dlogits, safe, -(1.0 - label_smoothing) * scale),)  # scale * (p - q)

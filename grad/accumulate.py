@@ -12,9 +12,10 @@ with three economies:
   product, instead of T small products and T full-size additions;
 * slices kept **sparse**: ``x[t]`` sends a ``SliceGrad`` (the slice only), added into place;
 * **buffer ownership**: the first dense gradient an op returned may be shared (an op may hand the
-  same array to two inputs), so the sum is made in a new buffer that belongs to the sweep and the
-  later shares are added into it in place (the T slices of a sequence cost O(T), not O(T^2)); a
-  leaf never keeps an array another tensor may hold.
+  same array to two inputs), so the sum is made in a new buffer that belongs to the sweep (the
+  sum of the first two when both are dense: no copy before it) and the later shares are added
+  into it in place (the T slices of a sequence cost O(T), not O(T^2)); a leaf never keeps an
+  array another tensor may hold.
 
 Under ``grad.reference_mode()`` no op makes a factored or sparse gradient (their references
 return dense arrays) and ``accumulate`` runs ``accumulate_reference``. On either path a node's
@@ -119,6 +120,8 @@ def accumulate(received: list, tensor):
     for g in received[1:]:
         if isinstance(g, Factored) and type(g) is type(total):
             total = total.merge(g)                                # still factored: no arithmetic
+        elif not owned and _plain(total, tensor) and _plain(g, tensor):
+            total, owned = total + g, True        # the first sum makes the buffer: no copy first
         else:
             if not owned:
                 total, owned = _new_buffer(total, tensor.dtype), True
@@ -130,6 +133,13 @@ def accumulate(received: list, tensor):
     if tensor.is_leaf and tensor.grad is None and not owned:      # it will be the leaf's .grad:
         total = B.xp.asarray(total, copy=True)                    # never one an op may share
     return total
+
+
+def _plain(g, tensor) -> bool:
+    """Whether ``g`` is a dense array of ``tensor``'s dtype and shape with at least one axis (a
+    sum of two such is a new array of the same kind; NumPy's 0-d sums are scalars)."""
+    return not isinstance(g, _LAZY) and g.ndim > 0 and g.dtype == tensor.dtype \
+        and tuple(g.shape) == tensor.shape
 
 
 def _new_buffer(g, dtype):

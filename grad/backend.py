@@ -223,6 +223,19 @@ def scatter_add(index, values, n_rows: int):
     Repeated indices accumulate (this is the backward of ``take``/embedding lookup).
     """
     out = zeros((n_rows,) + tuple(values.shape[1:]), like=values)
+    first = np.unique(index, return_index=True)[1] if _name == "numpy" else None  # (U,)
+    if first is not None and 2 * first.shape[0] > index.shape[0]:
+        # ``np.add.at`` is an unbuffered loop, row by row. When most indices are distinct (a
+        # large vocabulary), the first occurrence of each is simply copied into its (zero) row
+        # by one fancy assignment, and only the repeats go through ``add.at``, in their original
+        # order: every sum is formed in the same order as ``add.at`` alone forms it (the same
+        # bits). With few distinct indices, the gathers would cost more than they save.
+        out[index[first]] = values[first]
+        repeat = np.ones(index.shape[0], dtype=bool)
+        repeat[first] = False
+        if repeat.any():
+            np.add.at(out, index[repeat], values[repeat])
+        return out
     if _name in ("numpy", "cupy"):
         xp.add.at(out, index, values)       # not the removed ``cupy.scatter_add``
         return out
@@ -284,6 +297,18 @@ def erf(z):
     large = 1.0 - xp.exp(-clipped * clipped) * _clenshaw(_ERF_LARGE, (clipped - 4.0) * 0.5)
     magnitude = xp.where(a <= 2.0, small, xp.where(a <= 6.0, large, full((), 1.0, like=z)))
     return xp.where(z < 0.0, -magnitude, magnitude)
+
+
+# ----------------------------------------------------------------------------- row dot products
+def row_dot(a, b):
+    """``sum(a * b, axis=-1)``, the dot product of each row of ``a`` with the row of ``b`` it
+    broadcasts against (``b`` may be one vector ``(N,)``), without the product array: the
+    standard's ``vecdot`` on NumPy (one short BLAS dot per row, never a threaded call: many
+    small threaded calls stall when another process holds a core) and array_api_strict; the
+    plain sum on CuPy."""
+    if _name == "cupy":
+        return xp.sum(a * b, axis=-1)
+    return xp.vecdot(a, b)
 
 
 # ----------------------------------------------------------------------------- in-place helpers

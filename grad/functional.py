@@ -543,30 +543,54 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         g_hat = g * weight
         dx = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))
         dweight = sum over the leading dims of g * x_hat         dbias = sum of g
+
+    Computed on ``x`` seen as rows ``(M, N)``. Every mean along a row is a dot product of the
+    row with a vector (``backend.row_dot``: no product array, faster than a reduction), and the
+    backward's two means need no temporary: ``mean(g_hat) = g . (weight / N)`` and
+    ``mean(g_hat * x_hat) = (g * x_hat) . (weight / N)``, where ``g * x_hat`` is also the sum
+    that gives ``dweight``. Temporaries the node made itself are updated in place.
     """
     xp = B.xp
     shape = _normalized_shape(x, normalized_shape, weight, bias)
-    dims = tuple(range(x.ndim - len(shape), x.ndim))                    # the normalised dims
-    lead = tuple(range(x.ndim - len(shape)))                            # the others
-    centred = x.data - xp.mean(x.data, axis=dims, keepdims=True)        # (..., *shape)
-    r = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=dims, keepdims=True) + eps)  # (..., 1, .., 1)
-    x_hat = centred * r
-    y = x_hat
+    n = math.prod(shape)
+    x2 = xp.reshape(x.data, (-1, n))                                    # (M, N) rows
+    avg = B.full((n,), 1.0 / n, like=x2)                                # (N,)
+
+    def row_mean(a, v):                                                 # (M, 1): rows of a . v
+        return xp.reshape(B.row_dot(a, v), (-1, 1))
+    x_hat = x2 - row_mean(x2, avg)                                      # centred, a new array
+    r = 1.0 / xp.sqrt(row_mean(x_hat, x_hat) / n + eps)                 # (M, 1)
+    x_hat *= r                                                          # (M, N) x-hat
+    y = x_hat                                                           # kept for backward
     if weight is not None:
-        y = y * weight.data
+        y = x_hat * xp.reshape(weight.data, (n,))                       # a new array
     if bias is not None:
-        y = y + bias.data
+        if y is x_hat:
+            y = x_hat + xp.reshape(bias.data, (n,))
+        else:
+            y += xp.reshape(bias.data, (n,))                            # in place: ours
+    y = xp.reshape(y, x.shape)
 
     def backward(g):
+        g2 = xp.reshape(g, (-1, n))                                     # (M, N)
+        w = None if weight is None else xp.reshape(weight.data, (n,))
+        gx = g2 * x_hat                                                 # (M, N) g * x_hat
         dx = dw = db = None
         if x.requires_grad:
-            g_hat = g if weight is None else g * weight.data
-            dx = r * (g_hat - xp.mean(g_hat, axis=dims, keepdims=True)
-                      - x_hat * xp.mean(g_hat * x_hat, axis=dims, keepdims=True))
+            if w is None:
+                w_n = avg                                               # (N,) 1 / N
+                dx = g2 - row_mean(g2, w_n)                             # g_hat - mean(g_hat)
+            else:
+                w_n = w / n                                             # (N,) weight / N
+                dx = g2 * w                                             # g_hat, a new array
+                dx -= row_mean(g2, w_n)                                 # - mean(g_hat)
+            dx -= x_hat * row_mean(gx, w_n)                             # - x_hat mean(g_hat x_hat)
+            dx *= r
+            dx = xp.reshape(dx, x.shape)
         if weight is not None and weight.requires_grad:
-            dw = xp.sum(g * x_hat, axis=lead) if lead else g * x_hat     # (*shape)
+            dw = xp.reshape(xp.sum(gx, axis=0), shape)                  # (*shape)
         if bias is not None and bias.requires_grad:
-            db = xp.sum(g, axis=lead) if lead else g                     # (*shape)
+            db = xp.reshape(xp.sum(g2, axis=0), shape)                  # (*shape)
         return tuple(d for d, t in ((dx, x), (dw, weight), (db, bias)) if t is not None)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
     return make(y, parents, backward, "layer_norm")
@@ -679,37 +703,175 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     xp = B.xp
     allowed, additive, scale = _attention_inputs(query, key, value, attn_mask, is_causal, scale)
     q, k, v = query.data, key.data, value.data
-    scores = xp.matmul(q, xp.matrix_transpose(k)) * scale               # (..., T, S)
-    if additive is not None:
-        scores = scores + additive.data
-    if allowed is not None:
-        scores = xp.where(allowed, scores, B.full((), -math.inf, like=scores))
-    shift, dead = _row_shift(scores)
-    p = xp.exp(scores - shift)                                           # 0 where masked
-    p = p / (xp.sum(p, axis=-1, keepdims=True) + dead)                   # (..., T, S) weights
-    drop = _dropout_scale(p.shape, dropout_p, generator, p)
-    pd = p if drop is None else p * drop
-    out = xp.matmul(pd, v)                                               # (..., T, dv)
+    # (..., T, S) arrays made here are this node's own, so they are updated in place; the bool
+    # mask is applied as an added 0 / -inf (on the mask's small shape, then one in-place add)
+    out, p, drop, pd = _attend(q, k, v, allowed, additive, scale, dropout_p, generator)
     n_out = out.shape[-1]
     if need_weights:
         out = xp.concat([out, pd], axis=-1)                              # (..., T, dv + S) packed
 
     def backward(g):
         g_out = g[..., :n_out] if need_weights else g                    # (..., T, dv)
-        d_pd = xp.matmul(g_out, xp.matrix_transpose(v))                  # (..., T, S)
-        if need_weights:
-            d_pd = d_pd + g[..., n_out:]                                 # the weights' own gradient
-        dv = xp.matmul(xp.matrix_transpose(pd), g_out) if value.requires_grad else None
-        dp = d_pd if drop is None else d_pd * drop
-        ds = p * (dp - xp.sum(p * dp, axis=-1, keepdims=True))           # softmax Jacobian
-        dq = xp.matmul(ds, k) * scale if query.requires_grad else None   # (..., T, d)
-        dk = xp.matmul(xp.matrix_transpose(ds), q) * scale if key.requires_grad else None
+        dq, dk, dv, d_mask = _attend_backward(
+            g_out, g[..., n_out:] if need_weights else None, q, k, v, p, drop, pd, scale,
+            (query.requires_grad, key.requires_grad, value.requires_grad),
+            additive.shape if additive is not None and additive.requires_grad else None)
         grads = (dq, dk, dv)
         if additive is not None:
-            grads += (ops._unbroadcast(ds, additive.shape) if additive.requires_grad else None,)
+            grads += (d_mask,)
         return grads
     parents = (query, key, value) if additive is None else (query, key, value, additive)
     node = make(out, parents, backward, "scaled_dot_product_attention")
     if need_weights:
         return node[..., :n_out], node[..., n_out:]
     return node
+
+
+def _attend(q, k, v, allowed, additive, scale, dropout_p, generator):
+    """The forward arithmetic of the fused attention on arrays: ``q`` ``(..., T, d)``, ``k``
+    ``(..., S, d)``, ``v`` ``(..., S, dv)`` (views are fine). Returns ``(out (..., T, dv),
+    p (..., T, S) weights, drop (the dropout multiplier or None), pd = p * drop)``. The
+    ``(..., T, S)`` arrays made here are its own, so they are updated in place; a bool mask is
+    added as 0 / -inf (built on the mask's small shape)."""
+    xp = B.xp
+    scores = xp.matmul(q, xp.matrix_transpose(k))                        # (..., T, S), fresh
+    scores *= scale
+    if additive is not None:
+        scores += additive.data
+    if allowed is not None:
+        scores += xp.where(allowed, B.full((), 0.0, like=scores), B.full((), -math.inf, like=scores))
+    shift, dead = _row_shift(scores)
+    scores -= shift
+    p = B.exp_(scores)                                                   # 0 where masked
+    p /= xp.sum(p, axis=-1, keepdims=True) + dead                        # (..., T, S) weights
+    drop = _dropout_scale(p.shape, dropout_p, generator, p)
+    pd = p if drop is None else p * drop
+    return xp.matmul(pd, v), p, drop, pd                                 # (..., T, dv)
+
+
+def _attend_backward(g_out, g_weights, q, k, v, p, drop, pd, scale, needs, mask_shape):
+    """The backward of ``_attend``: ``(dq, dk, dv, d_mask)`` from the output's gradient ``g_out``
+    ``(..., T, dv)`` and the weights' own (``g_weights``, or None). ``needs`` says which of q, k,
+    v want a gradient (None for the others); ``d_mask`` (the gradient of an added float mask,
+    summed to ``mask_shape``) is None unless ``mask_shape`` is given."""
+    xp = B.xp
+    d_pd = xp.matmul(g_out, xp.matrix_transpose(v))                      # (..., T, S), fresh
+    if g_weights is not None:
+        d_pd = d_pd + g_weights                                          # the weights' own gradient
+    dv = xp.matmul(xp.matrix_transpose(pd), g_out) if needs[2] else None
+    ds = d_pd                                                            # ours: in place
+    if drop is not None:
+        ds *= drop                                                       # dP
+    ds -= xp.sum(p * ds, axis=-1, keepdims=True)
+    ds *= p                                                              # softmax Jacobian: dS
+    d_mask = None
+    if mask_shape is not None:
+        d_mask = ops._unbroadcast(ds, mask_shape)
+        d_mask = xp.asarray(d_mask, copy=True) if d_mask is ds else d_mask
+    ds *= scale                                                          # for both products
+    dq = xp.matmul(ds, k) if needs[0] else None                          # (..., T, d)
+    dk = xp.matmul(xp.matrix_transpose(ds), q) if needs[1] else None     # (..., S, d)
+    return dq, dk, dv, d_mask
+
+
+# ================================================ multi-head attention on packed projections
+def _packed_width(query: Tensor, key_value, num_heads: int) -> int:
+    """``E`` of ``multi_head_attention``'s packed inputs, checked."""
+    if query.ndim != 3 or (key_value is not None and (key_value.ndim != 3
+                                                      or key_value.shape[0] != query.shape[0])):
+        raise ValueError("multi_head_attention: query must be (B, T, 3E) (or (B, T, E) with "
+                         "key_value (B, S, 2E)), got "
+                         f"{query.shape} and {None if key_value is None else key_value.shape}")
+    e = query.shape[-1] // 3 if key_value is None else query.shape[-1]
+    if (key_value is None and 3 * e != query.shape[-1]) or \
+            (key_value is not None and key_value.shape[-1] != 2 * e) or e % num_heads:
+        raise ValueError(f"multi_head_attention: widths {query.shape[-1]} and "
+                         f"{None if key_value is None else key_value.shape[-1]} are not 3E (or E "
+                         f"and 2E) with E a multiple of num_heads={num_heads}")
+    return e
+
+
+def _split_heads(a, num_heads: int):
+    """``(B, L, E)`` -> ``(B, h, L, E/h)``, a view where the library can make one."""
+    xp = B.xp
+    n, length, e = a.shape
+    return xp.permute_dims(xp.reshape(a, (n, length, num_heads, e // num_heads)), (0, 2, 1, 3))
+
+
+def _merge_heads(*parts):
+    """``(B, h, L, d)`` arrays -> ``(B, L, len(parts) * h * d)``, the parts side by side: one
+    copy, in the layout of the packed projection they came from."""
+    xp = B.xp
+    n, h, length, d = parts[0].shape
+    moved = [xp.permute_dims(a, (0, 2, 1, 3)) for a in parts]            # (B, L, h, d) views
+    both = moved[0] if len(moved) == 1 else xp.concat(moved, axis=2)     # (B, L, m h, d)
+    return xp.reshape(both, (n, length, len(parts) * h * d))
+
+
+def multi_head_attention_reference(query: Tensor, key_value: Tensor | None, num_heads: int,
+                                   attn_mask=None, dropout_p: float = 0.0, *, generator=None):
+    """Multi-head attention on the packed projections ``grad.nn.MultiheadAttention`` computes
+    with one product, written with ops: the readable twin of ``multi_head_attention``::
+
+        q | k | v = query                    (B, T, 3E) split in three (self-attention), or
+        q = query, k | v = key_value         (B, T, E) and (B, S, 2E)   (cross-attention)
+        each (B, L, E) -> (B, L, h, E/h) -> (B, h, L, E/h)                 split the heads
+        out = scaled_dot_product_attention(q, k, v, attn_mask, dropout_p)   (B, h, T, E/h)
+        out -> (B, T, h, E/h) -> (B, T, E)                                  merge the heads
+    """
+    e = _packed_width(query, key_value, num_heads)
+    if key_value is None:
+        q, k, v = ops.split(query, e, dim=-1)                            # (B, T, E) each
+    else:
+        q, (k, v) = query, ops.split(key_value, e, dim=-1)
+
+    def heads(t):                                                        # (B, L, E) -> (B, h, L, d)
+        return ops.permute(ops.reshape(t, (t.shape[0], t.shape[1], num_heads, e // num_heads)),
+                           (0, 2, 1, 3))
+    out = scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=attn_mask,
+                                       dropout_p=dropout_p, generator=generator)  # (B, h, T, d)
+    return ops.reshape(ops.permute(out, (0, 2, 1, 3)), (query.shape[0], query.shape[1], e))
+
+
+@fused(reference=multi_head_attention_reference)
+def multi_head_attention(query: Tensor, key_value: Tensor | None, num_heads: int,
+                         attn_mask=None, dropout_p: float = 0.0, *, generator=None) -> Tensor:
+    """``multi_head_attention_reference`` in one node: the heads are strided views of the
+    packed projections (no split, no copy), the attention is ``_attend``, and the result comes
+    back with its heads merged, ``(B, T, E)``.
+
+    * ``query`` ``(B, T, 3E)``: the queries, keys and values side by side (self-attention,
+      ``key_value=None``); or ``query`` ``(B, T, E)`` and ``key_value`` ``(B, S, 2E)`` (keys and
+      values side by side: cross-attention). ``E`` must be a multiple of ``num_heads``.
+    * ``attn_mask``: as ``scaled_dot_product_attention`` (bool True = may attend, or float
+      added), broadcastable to ``(B, h, T, S)``. The scale is ``1 / sqrt(E / h)``.
+
+    Backward: ``_attend_backward`` gives the gradients of the heads ``(B, h, L, d)``; they are
+    written side by side into ONE array shaped like the packed input (``_merge_heads``), so the
+    projection's gradient needs no slicing and no sum of three sparse parts.
+    """
+    e = _packed_width(query, key_value, num_heads)
+    packed = key_value is None
+    qd = query.data
+    kvd = qd[..., e:] if packed else key_value.data                       # (B, S, 2E)
+    q, k, v = (_split_heads(a, num_heads) for a in (qd[..., :e], kvd[..., :e], kvd[..., e:]))
+    allowed, additive, scale = _attention_inputs(Tensor(q), Tensor(k), Tensor(v), attn_mask,
+                                                 False, None)
+    out, p, drop, pd = _attend(q, k, v, allowed, additive, scale, dropout_p, generator)
+    kv_grad = query.requires_grad if packed else key_value.requires_grad
+
+    def backward(g):
+        mask_shape = additive.shape if additive is not None and additive.requires_grad else None
+        dq, dk, dv, d_mask = _attend_backward(
+            _split_heads(g, num_heads), None, q, k, v, p, drop, pd, scale,
+            (query.requires_grad, kv_grad, kv_grad), mask_shape)
+        if packed:
+            grads = (_merge_heads(dq, dk, dv),)                          # (B, T, 3E)
+        else:
+            grads = (_merge_heads(dq) if dq is not None else None,       # (B, T, E)
+                     _merge_heads(dk, dv) if dk is not None else None)   # (B, S, 2E)
+        return grads + ((d_mask,) if additive is not None else ())
+    parents = (query,) if packed else (query, key_value)
+    if additive is not None:
+        parents += (additive,)
+    return make(_merge_heads(out), parents, backward, "multi_head_attention")

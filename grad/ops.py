@@ -289,10 +289,14 @@ def erf(x):
 
 
 def relu(x):
-    """max(x, 0), with derivative 0 at x = 0 (PyTorch's convention)."""
+    """max(x, 0), with derivative 0 at x = 0 (PyTorch's convention). One pass forward; the
+    backward reads which inputs were positive off the output (``out > 0``), so nothing but the
+    output is kept. (A multiplication by the 0/1 mask, not ``where``: NumPy's ``where`` on a
+    random mask branches per element and is ten times slower.)"""
     xp = B.xp
-    positive = xp.astype(x.data > 0, x.dtype)
-    return make(x.data * positive, (x,), lambda g: (g * positive,), "relu")
+    zero = B.full((), 0, like=x.data)
+    out = xp.maximum(x.data, zero)
+    return make(out, (x,), lambda g: (g * xp.astype(out > zero, g.dtype),), "relu")
 
 
 def astype(x, dtype):

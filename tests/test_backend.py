@@ -119,6 +119,30 @@ def test_scatter_add_repeated_indices(backend):
         np.testing.assert_array_equal(out, [[2.0, 20.0], [0.0, 0.0], [8.0, 80.0]])
 
 
+@pytest.mark.parametrize("n_rows", [4000, 12])
+def test_scatter_add_gives_the_bits_of_add_at_with_many_or_few_distinct_indices(n_rows):
+    """NumPy: mostly distinct indices (a large vocabulary: first occurrences copied, repeats
+    added) and few distinct ones (plain ``add.at``) both give exactly ``np.add.at``'s sums."""
+    rng = np.random.default_rng(n_rows)
+    index = rng.integers(0, n_rows, 600)
+    index[::9] = 3                                                  # one index repeated often
+    values = rng.standard_normal((600, 5)).astype(np.float32)
+    expected = np.zeros((n_rows, 5), np.float32)
+    np.add.at(expected, index, values)
+    with B.use("numpy"):
+        np.testing.assert_array_equal(B.scatter_add(index, values, n_rows), expected)
+
+
+@backends
+def test_row_dot_is_the_sum_of_products_along_the_last_axis(backend):
+    rng = np.random.default_rng(1)
+    a, b, v = rng.normal(size=(4, 3, 5)), rng.normal(size=(4, 3, 5)), rng.normal(size=5)
+    with B.use(backend):
+        for other in (b, v):                                          # rows, or one vector
+            out = B.to_numpy(B.row_dot(B.from_numpy(a), B.from_numpy(other)))
+            np.testing.assert_allclose(out, np.sum(a * other, axis=-1), rtol=1e-12, atol=1e-12)
+
+
 def _draws(gen):
     return [B.to_numpy(gen.normal((2, 3), 0.5, 2.0, dtype="float64")),
             B.to_numpy(gen.uniform((4,), -1.0, 1.0)),

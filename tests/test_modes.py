@@ -80,7 +80,8 @@ REGISTERED = {"grad.accumulate.accumulate", "grad.ops.getitem", "grad.functional
               "grad.functional.log_softmax", "grad.functional.cross_entropy",
               "grad.functional.linear", "grad.functional.lstm_step", "grad.functional.lstm_cell",
               "grad.functional.attention_lookup", "grad.functional.layer_norm",
-              "grad.functional.scaled_dot_product_attention", "grad.optim.adam_update"}
+              "grad.functional.scaled_dot_product_attention",
+              "grad.functional.multi_head_attention", "grad.optim.adam_update"}
 
 
 def test_every_fast_function_is_registered_with_its_reference_directly_above_it():
@@ -167,6 +168,21 @@ def _case_recurrent_weight():
     return fn, _leaves(6, (2, 3, 4), (4, 4), (4,))
 
 
+def _case_multi_head_attention(packed):
+    """Self-attention on packed q|k|v with a causal mask and dropout, or cross-attention (q, and
+    k|v packed) with a padding mask: 2 heads of width 2."""
+    gen_seed = 13
+    if packed:
+        def fn(qkv):
+            return F.multi_head_attention(qkv, None, 2, attn_mask=grad.tensor(np.tril(np.ones((3, 3), bool))),
+                                          dropout_p=0.25, generator=grad.Generator(gen_seed))
+        return fn, _leaves(8, (2, 3, 12))
+    allowed = np.array([True, True, False, True])[None, None, None, :]          # (1, 1, 1, S)
+    def fn(q, kv):
+        return F.multi_head_attention(q, kv, 2, attn_mask=grad.tensor(allowed))
+    return fn, _leaves(9, (2, 3, 4), (2, 4, 8))
+
+
 PAIR_CASES = {
     "softmax": lambda: (lambda x: F.softmax(x, dim=1), _leaves(0, (3, 5), lo=-5, hi=5)),
     "log_softmax": lambda: (lambda x: F.log_softmax(x, dim=-1), _leaves(0, (2, 3, 4), lo=-5, hi=5)),
@@ -185,6 +201,8 @@ PAIR_CASES = {
     "scaled_dot_product_attention": lambda: (
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, need_weights=True),
         _leaves(3, (2, 3, 4), (2, 3, 4), (2, 3, 5))),
+    "multi_head_attention-self-causal-dropout": lambda: _case_multi_head_attention(True),
+    "multi_head_attention-cross-padding": lambda: _case_multi_head_attention(False),
 }
 
 

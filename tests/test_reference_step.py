@@ -22,14 +22,17 @@ SRC = [[4, 5, 6, 7, 2], [8, 9, 2], [10, 11, 5, 6, 9, 2], [7, 2]]
 TGT = [[1, 4, 5, 6, 2], [1, 7, 2], [1, 8, 9, 5, 2], [1, 9, 9, 2]]
 SEQ2SEQ = dict(src_vocab_size=12, tgt_vocab_size=10, emb_size=6, hidden_size=8, num_layers=2,
                dropout=0.1, pad_idx=0, attention="general", input_feeding=True)
+TRANSFORMER = dict(arch="transformer", src_vocab_size=12, tgt_vocab_size=10, d_model=8, nhead=2,
+                   num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=16, dropout=0.1,
+                   pad_idx=0)
 
 
 def _host(a):
     return B.to_numpy(a).astype(np.float64)
 
 
-def _seq2seq_step(reference: bool, tf_ratio: float):
-    model = build_model(SEQ2SEQ, seed=3, dtype="float64")
+def _seq2seq_step(reference: bool, tf_ratio: float, model_cfg: dict = SEQ2SEQ):
+    model = build_model(model_cfg, seed=3, dtype="float64")
     opt = optim.Adam(model.parameters(), lr=0.01)
     cfg = TrainConfig(tf_ratio=tf_ratio, label_smoothing=0.1, max_grad_norm=1.0)
     batch = collate(SRC, TGT, [0, 1, 2, 3])
@@ -68,6 +71,17 @@ def test_one_seq2seq_train_step_is_the_same_in_reference_and_fast_mode(tf_ratio)
     fast, reference = _seq2seq_step(False, tf_ratio), _seq2seq_step(True, tf_ratio)
     _assert_same_step(fast, reference)
     start = build_model(SEQ2SEQ, seed=3, dtype="float64")      # the step did move the weights
+    moved = max(float(np.abs(_host(p.data) - _host(q.data)).max())
+                for p, q in zip(start.parameters(), fast[1].parameters()))
+    assert moved > 1e-3
+
+
+def test_one_transformer_train_step_is_the_same_in_reference_and_fast_mode():
+    """The Transformer's fast paths (layer norm, attention, linear, ReLU, embedding, cross-entropy
+    with label smoothing, dropout drawn from the same generator) against their references."""
+    fast, reference = (_seq2seq_step(r, 1.0, TRANSFORMER) for r in (False, True))
+    _assert_same_step(fast, reference)
+    start = build_model(TRANSFORMER, seed=3, dtype="float64")
     moved = max(float(np.abs(_host(p.data) - _host(q.data)).max())
                 for p, q in zip(start.parameters(), fast[1].parameters()))
     assert moved > 1e-3

@@ -67,7 +67,7 @@ def test_score_is_the_teacher_forced_sum_and_padding_changes_nothing(backend):
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_reference_mode_equals_the_fused_path_in_float64(tie):
-    """Loss and every gradient, fused (``scaled_dot_product_attention``, ``layer_norm``, ...)
+    """Loss and every gradient, fused (``multi_head_attention``, ``layer_norm``, ...)
     against their composed ``*_reference`` twins, in float64, with PAD in the batch; traced, the
     reference run enters no function of ``grad.modes.fused_functions()`` and the fast one does."""
     lm = model(tie_weights=tie)
@@ -83,7 +83,7 @@ def test_reference_mode_equals_the_fused_path_in_float64(tie):
     (ref_loss, ref), ref_entered = _traced(grad.reference_mode()(run))
     assert not ref_entered & FAST_CODE, sorted(c.co_name for c in ref_entered & FAST_CODE)
     entered = {c.co_name for c in fast_entered & FAST_CODE}
-    assert {"scaled_dot_product_attention", "layer_norm", "cross_entropy"} <= entered, entered
+    assert {"multi_head_attention", "layer_norm", "cross_entropy"} <= entered, entered
     assert fast_loss == pytest.approx(ref_loss, rel=1e-12)
     assert fast.keys() == ref.keys() and len(fast) == (28 if tie else 29)
     for name in fast:

@@ -14,7 +14,10 @@ both biases zero.
 
 The attention itself is ``grad.functional.scaled_dot_product_attention`` on ``(B, heads, T, d)``
 with ``d = E / heads``; this module projects, splits the heads, translates the masks from this
-module's convention to that function's, and merges the heads again.
+module's convention to that function's, and merges the heads again. When the keys are the values
+and no weights are asked for (the Transformer's layers), the packed projections go to
+``grad.functional.multi_head_attention`` instead: the same math (its reference is exactly the
+split / attend / merge above), without the copies and sparse gradients of the split.
 """
 from __future__ import annotations
 
@@ -82,14 +85,18 @@ class MultiheadAttention(Module):
             v_in = k_in if value is key else q_in if value is query else ops.transpose(value, 0, 1)
             query, key, value = q_in, k_in, v_in
         n_batch, n_q, n_k = self._check_shapes(query, key, value)
-        q, k, v = self._project(query, key, value)                      # (B, T|S, E)
-        q, k, v = (self._split_heads(t) for t in (q, k, v))             # (B, h, T|S, d)
         mask = self._mask(attn_mask, key_padding_mask, is_causal, n_batch, n_q, n_k)
-        result = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            generator=self.generator, need_weights=need_weights)
-        out, weights = result if need_weights else (result, None)       # (B, h, T, d), (B, h, T, S)
-        out = ops.reshape(ops.permute(out, (0, 2, 1, 3)), (n_batch, n_q, self.embed_dim))
+        dropout_p = self.dropout if self.training else 0.0
+        if key is value and not need_weights:          # self- or cross-attention: packed heads
+            out, weights = self._packed_attention(query, key, mask, dropout_p), None  # (B, T, E)
+        else:
+            q, k, v = self._project(query, key, value)                  # (B, T|S, E)
+            q, k, v = (self._split_heads(t) for t in (q, k, v))         # (B, h, T|S, d)
+            result = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, generator=self.generator,
+                need_weights=need_weights)
+            out, weights = result if need_weights else (result, None)   # (B, h, T, d), (B, h, T, S)
+            out = ops.reshape(ops.permute(out, (0, 2, 1, 3)), (n_batch, n_q, self.embed_dim))
         out = self.out_proj(out)                                         # (B, T, E)
         if not self.batch_first:
             out = ops.transpose(out, 0, 1)                               # (T, B, E)
@@ -127,6 +134,19 @@ class MultiheadAttention(Module):
         else:
             k, v = F.linear(key, *rows(1, 2)), F.linear(value, *rows(2, 3))
         return q, k, v
+
+    def _packed_attention(self, query, key, mask, dropout_p):
+        """Attention without its weights when the keys are the values: the projections made
+        by one product (queries, keys and values in self-attention; keys and values in
+        cross-attention) go to ``grad.functional.multi_head_attention`` as they are, packed,
+        and come back with the heads merged ``(B, T, E)``."""
+        e, w, b = self.embed_dim, self.in_proj_weight, self.in_proj_bias
+        kw = dict(attn_mask=mask, dropout_p=dropout_p, generator=self.generator)
+        if query is key:
+            return F.multi_head_attention(F.linear(query, w, b), None, self.num_heads, **kw)
+        q = F.linear(query, w[:e], None if b is None else b[:e])                # (B, T, E)
+        kv = F.linear(key, w[e:], None if b is None else b[e:])                 # (B, S, 2E)
+        return F.multi_head_attention(q, kv, self.num_heads, **kw)
 
     def _split_heads(self, x):
         n_batch, n_steps, _ = x.shape                                    # (B, L, E)

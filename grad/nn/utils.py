@@ -24,7 +24,8 @@ def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
     total = None
     for p in params:                       # summed in float64: finite for any finite gradient
         g64 = xp.astype(p.grad, xp.float64)
-        sq = xp.sum(g64 * g64)
+        rows = xp.reshape(g64, (-1, g64.shape[-1]) if g64.ndim else (1, 1))   # (R, C)
+        sq = xp.sum(B.row_dot(rows, rows))  # a dot product per row: no squared copy
         total = sq if total is None else total + sq
     norm = xp.astype(xp.sqrt(total), params[0].grad.dtype)
     ratio = max_norm / (norm + 1e-6)                                  # 0-d, on the device

@@ -15,7 +15,7 @@ per-parameter ``step``, ``exp_avg``, ``exp_avg_sq`` (copies).
 from __future__ import annotations
 
 from . import backend as B
-from .flat import FlatParameters, flattenable
+from .flat import FlatParameters, flattenable, pieces
 from .modes import fused
 
 
@@ -155,9 +155,10 @@ def adam_step_reference(optimizer) -> None:
 def adam_step(optimizer) -> None:
     """The same step over the optimizer's flat buffers: the gradient buffer ``g``, the moments
     ``m``, ``v`` and the parameters ``p`` (all ``(total,)``, one layout), in a few whole-buffer
-    passes. Parameters that get an update are cut into runs of neighbours with the same step
-    count ``t`` (all of them, one run, in an ordinary step); a parameter with no gradient breaks
-    a run and is left alone, as in the loop."""
+    passes (made piece by piece on the CPU, so that the temporaries stay in the cache:
+    ``grad.flat.pieces``). Parameters that get an update are cut into runs of neighbours with
+    the same step count ``t`` (all of them, one run, in an ordinary step); a parameter with no
+    gradient breaks a run and is left alone, as in the loop."""
     xp = B.xp
     group = optimizer.param_groups[0]
     lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
@@ -180,21 +181,18 @@ def adam_step(optimizer) -> None:
             runs[-1][1] = lo + n
         else:
             runs.append([lo, lo + n, state["step"]])
-    whole = flat.total
     for lo, hi, t in runs:
-        if (lo, hi) == (0, whole):
-            m, v, p, g = m_all, v_all, p_all, g_all
-        else:
-            m, v, p, g = m_all[lo:hi], v_all[lo:hi], p_all[lo:hi], g_all[lo:hi]   # views
-        m *= b1
-        m += (1.0 - b1) * g                                  # first moment
-        v *= b2
-        v += (1.0 - b2) * (g * g)                            # second moment
-        denom = xp.sqrt(v / (1.0 - b2 ** t))
-        denom += eps
-        step = m / denom
-        step *= lr / (1.0 - b1 ** t)                         # bias-corrected step size
-        p -= step                        # in place: the parameters are views of this buffer
+        for a, b in pieces(lo, hi):              # cache-sized pieces on the CPU (grad.flat)
+            m, v, p, g = m_all[a:b], v_all[a:b], p_all[a:b], g_all[a:b]   # views, (b - a,)
+            m *= b1
+            m += (1.0 - b1) * g                              # first moment
+            v *= b2
+            v += (1.0 - b2) * (g * g)                        # second moment
+            denom = xp.sqrt(v / (1.0 - b2 ** t))
+            denom += eps
+            step = m / denom
+            step *= lr / (1.0 - b1 ** t)                     # bias-corrected step size
+            p -= step                    # in place: the parameters are views of this buffer
 
 
 class Adam(Optimizer):

@@ -24,6 +24,10 @@ SHAPES = [(3, 4), (4,), (2, 3, 2), (5,)]
 
 @backends
 def test_parameters_live_in_the_buffer_both_ways(backend):
+    assert flat_mod.pieces(0, 10) == [(0, 10)]
+    assert flat_mod.pieces(3, 3 + 2 * flat_mod.CPU_CHUNK + 1) == [
+        (3, 3 + flat_mod.CPU_CHUNK), (3 + flat_mod.CPU_CHUNK, 3 + 2 * flat_mod.CPU_CHUNK),
+        (3 + 2 * flat_mod.CPU_CHUNK, 4 + 2 * flat_mod.CPU_CHUNK)]
     with B.use(backend):
         assert flat_mod.gives_views()                       # numpy, array_api_strict (cupy) do
         rng = np.random.default_rng(0)
@@ -104,7 +108,10 @@ def _adam_run(reference: bool, flat, steps=5, wd=0.0, rebind_at=None):
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.1])
-def test_flat_adam_equals_the_loop_and_the_reference_over_several_steps(wd):
+@pytest.mark.parametrize("chunk", [None, 5], ids=["one-piece", "pieces-of-5"])
+def test_flat_adam_equals_the_loop_and_the_reference_over_several_steps(wd, chunk, monkeypatch):
+    if chunk:                  # the passes cut into pieces that straddle the parameters
+        monkeypatch.setattr(flat_mod, "CPU_CHUNK", chunk)
     opt_flat, fast = _adam_run(False, None, wd=wd)
     assert opt_flat.flat is not None
     assert opt_flat.state[3] == {} and opt_flat.state[1]["step"] == 2 and opt_flat.state[0]["step"] == 5
@@ -161,7 +168,10 @@ def test_state_dict_round_trips_between_flat_and_loop_optimizers():
             np.testing.assert_array_equal(a, b)
 
 
-def test_clip_over_the_flat_buffer_equals_the_reference():
+@pytest.mark.parametrize("chunk", [None, 7], ids=["one-piece", "pieces-of-7"])
+def test_clip_over_the_flat_buffer_equals_the_reference(chunk, monkeypatch):
+    if chunk:
+        monkeypatch.setattr(flat_mod, "CPU_CHUNK", chunk)
     rng = np.random.default_rng(2)
     results = []
     for reference in (False, True):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import backend as B
-from ..flat import flat_of
+from ..flat import flat_of, pieces
 from ..modes import fused
 from ..tensor import Tensor
 
@@ -56,8 +56,12 @@ def clip_gradients(parameters, max_norm: float) -> Tensor:
         return clip_gradients_reference(parameters, max_norm)
     xp = B.xp
     g = flat.gather_grads()                                # (total,) zeros where no gradient
-    g64 = g if g.dtype == xp.float64 else xp.astype(g, xp.float64)
-    norm = xp.astype(xp.sqrt(xp.sum(g64 * g64)), g.dtype)  # summed in float64, as above
+    total = None
+    for a, b in pieces(0, flat.total):                     # cache-sized pieces on the CPU
+        g64 = xp.astype(g[a:b], xp.float64)                # summed in float64, as above
+        sq = xp.sum(g64 * g64)
+        total = sq if total is None else total + sq
+    norm = xp.astype(xp.sqrt(total), g.dtype)
     limit = max_norm / (norm + 1e-6)                       # 0-d, on the device
     g *= xp.astype(xp.minimum(B.full((), 1.0, like=limit), limit), g.dtype)   # in place: ours
     return Tensor(norm)

@@ -183,6 +183,20 @@ def flattenable(params) -> bool:
     return gives_views()
 
 
+class _Member:
+    """What ``p._flat`` holds: the ``FlatParameters`` a parameter lives in and its index there.
+    A deep copy of the parameter (``copy.deepcopy`` of a model) is a separate array, in no
+    buffer: the membership is not copied."""
+
+    __slots__ = ("flat", "index")
+
+    def __init__(self, flat, index: int):
+        self.flat, self.index = flat, index
+
+    def __deepcopy__(self, memo):
+        return None
+
+
 class FlatParameters:
     """``params`` (tensors, usually ``Parameter``s) moved into one contiguous buffer ``data``
     ``(total,)``; each ``p.data`` becomes its view (see the module docstring's picture)."""
@@ -203,7 +217,7 @@ class FlatParameters:
         self.views = self.layout.scatter(self.data)                   # views of it
         for i, (p, view) in enumerate(zip(params, self.views)):
             p.data = view
-            p._flat = (self, i)
+            p._flat = _Member(self, i)
         self.grad = None                                              # (total,) gather_grads()
         self.grad_views = None
         self._had = None                                              # which had a gradient
@@ -231,7 +245,7 @@ class FlatParameters:
             if p.data is not view:
                 view[...] = p.data
                 p.data = view
-            p._flat = (self, i)
+            p._flat = _Member(self, i)
         return True
 
     def gather_grads(self):
@@ -260,7 +274,7 @@ def flat_of(params):
     owner = getattr(params[0], "_flat", None)
     if owner is None:
         return None
-    flat = owner[0]
+    flat = owner.flat
     if len(flat.params) != len(params) or any(p is not q for p, q in zip(params, flat.params)):
         return None
     if not flat.is_intact() and not flat.reattach():
@@ -274,8 +288,7 @@ def assign(p, value) -> None:
     the parameters; otherwise ``p.data`` is rebound to ``value``, as before flat buffers."""
     owner = getattr(p, "_flat", None)
     if owner is not None:
-        flat, i = owner
-        view = flat.views[i]
+        view = owner.flat.views[owner.index]
         if (p.data is view and tuple(value.shape) == tuple(view.shape)
                 and value.dtype == view.dtype and _backend_of(value) == _backend_of(view)):
             view[...] = value

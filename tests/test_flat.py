@@ -271,3 +271,16 @@ def test_mpi_sum_and_broadcast_work_in_place_on_the_flat_buffers():
     comm.broadcast_parameters(params)
     assert fake.seen[-1] is opt.flat.data and opt.flat.is_intact()
     assert all(float(np.max(np.abs(p.numpy() - 5.0))) == 0.0 for p in params)
+
+
+def test_a_deep_copy_of_a_flattened_model_is_in_no_buffer():
+    import copy
+    rng = np.random.default_rng(8)
+    params = _params(rng, SHAPES)
+    flat = FlatParameters(params)
+    clones = copy.deepcopy(params)
+    assert all(getattr(c, "_flat", None) is None for c in clones)
+    assign(clones[0], B.from_numpy(np.zeros((3, 4))))          # rebinds the copy only
+    assert flat_of(clones) is None and float(np.abs(params[0].numpy()).sum()) > 0
+    np.testing.assert_array_equal(clones[0].numpy(), 0.0)
+    assert flat.is_intact()

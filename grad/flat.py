@@ -39,7 +39,8 @@ Gradients are made by the backward sweep as separate arrays; ``gather_grads()`` 
 into a NEW flat gradient buffer (one copy; zeros where a parameter got no gradient) and points
 each ``p.grad`` at its view, so that clipping (``clip_grad_norm_``), the MPI ``Allreduce``
 (``minis2s.distributed``) and Adam all work on that same buffer; a second call finds the views
-in place and copies nothing. A new buffer each step (not one reused) keeps the rule that an
+in place and copies nothing. ``zero_grad`` (of the optimizer or the module) lets the buffer go
+with the gradients, so it does not live on through the next forward pass. A new buffer each step (not one reused) keeps the rule that an
 array once handed out as ``p.grad`` is never overwritten by a later step.
 
 What may break the tie, and what happens then:
@@ -263,6 +264,12 @@ class FlatParameters:
             if p.grad is not None:
                 p.grad = gv
         return self.grad
+
+
+    def release_grads(self) -> None:
+        """Forget the last gradient buffer (``zero_grad`` calls this), so that it is freed with
+        the gradients instead of living on through the next forward pass."""
+        self.grad = self.grad_views = self._had = None
 
 
 def flat_of(params):

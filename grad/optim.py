@@ -43,6 +43,8 @@ class Optimizer:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+        if getattr(self, "flat", None) is not None:
+            self.flat.release_grads()         # the flat gradient buffer goes with them
 
     def state_dict(self) -> dict:
         """``{"param_groups": [hyper-parameters], "state": [per-parameter dict]}``; arrays are

@@ -84,6 +84,22 @@ def test_gather_grads_zeros_for_none_views_and_no_copy_the_second_time(backend):
         assert flat.gather_grads() is not buf
 
 
+def test_zero_grad_lets_the_flat_gradient_buffer_go():
+    import gc
+    import weakref
+    rng = np.random.default_rng(1)
+    layer = nn.Linear(3, 4, generator=grad.Generator(0), dtype="float64")
+    for zero in (lambda opt: opt.zero_grad(), lambda opt: layer.zero_grad()):
+        opt = optim.Adam(layer.parameters(), lr=0.1)
+        layer(grad.tensor(rng.normal(size=(2, 3)))).sum().backward()
+        buf = weakref.ref(opt.flat.gather_grads())
+        opt.step()
+        assert buf() is not None                               # the gradients are its views
+        zero(opt)
+        gc.collect()
+        assert buf() is None and opt.flat.grad is None
+
+
 def _adam_run(reference: bool, flat, steps=5, wd=0.0, rebind_at=None):
     """Adam over a frozen parameter (never a gradient), one that gets a gradient only on odd
     steps (its step count lags: the update is cut into runs), and one of the model that is not

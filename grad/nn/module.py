@@ -118,6 +118,9 @@ class Module:
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
+            owner = getattr(p, "_flat", None)
+            if owner is not None:             # a flat gradient buffer goes with the gradients
+                owner.flat.release_grads()
 
     # ------------------------------------------------------------------ conversion
     def to(self, target) -> "Module":

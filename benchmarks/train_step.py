@@ -223,7 +223,7 @@ def minis2s_worker(args) -> None:
                            common.np.load(args.weights, allow_pickle=False).items()})
     model.train()
     params = list(model.parameters())
-    optimizer = Adam(params, lr=common.LM_LR if args.arch == "lm" else 1e-3)
+    optimizer = Adam(params, lr=common.LM_LR if args.arch == "lm" else 1e-3, flat=args.adam == "flat")
     if args.arch == "lm":          # host batches, as minis2s lm train hands them to train_step
         batches = common.make_lm_batches(cfg)
     else:
@@ -336,6 +336,9 @@ def main(argv=None) -> int:
                         help="host allocator of BOTH workers: 'tuned' keeps freed memory for reuse "
                              "(grad.backend.tune_host_allocator, what the minis2s trainer does), "
                              "'default' is the C library's own policy (default: tuned)")
+    parser.add_argument("--adam", choices=["flat", "per-parameter"], default="flat",
+                        help="minis2s's Adam: over one flat parameter buffer (grad.optim.Adam's "
+                             "default) or parameter by parameter (flat=False) (default: flat)")
     parser.add_argument("--no-torch", action="store_true", help="time minis2s only")
     parser.add_argument("--solo", action="store_true",
                         help="also time each framework alone, in turn, with no other worker alive "
@@ -369,7 +372,7 @@ def main(argv=None) -> int:
 
     script = os.path.abspath(__file__)
     wargs = ["--arch", args.arch, "--config", args.config, "--device", args.device, "--weights", weights,
-             "--malloc", args.malloc]
+             "--malloc", args.malloc, "--adam", args.adam]
     workers = [common.Worker(script, "minis2s", wargs, args.threads)]
     if have_torch:
         workers.append(common.Worker(script, "torch", wargs, args.threads))
@@ -395,7 +398,7 @@ def main(argv=None) -> int:
             w.close()
 
     results = {"arch": args.arch, "config": args.config, "sizes": cfg, "device": args.device, "threads": args.threads,
-               "malloc": args.malloc,
+               "malloc": args.malloc, "adam": args.adam,
                "target_tokens_per_step": n_tokens, "workers": hello, "frameworks": {}}
     for name in times:
         r = summarize(times[name], n_tokens)
@@ -429,14 +432,16 @@ def report(r: dict) -> None:
     c = r["sizes"]
     if r["arch"] == "lstm":
         print(f"config {r['config']}: V={c['V']} E={c['E']} H={c['H']} L={c['L']} B={c['B']} "
-              f"S={c['S']} T={c['T']}; device {r['device']}, {r['threads']} threads")
+              f"S={c['S']} T={c['T']}; device {r['device']}, {r['threads']} threads; "
+              f"minis2s Adam {r.get('adam', 'flat')}")
     elif r["arch"] == "lm":
         print(f"LSTM language model config {r['config']}: V={c['V']} E={c['E']} H={c['H']} "
-              f"L={c['L']} B={c['B']} T={c['T']}; device {r['device']}, {r['threads']} threads")
+              f"L={c['L']} B={c['B']} T={c['T']}; device {r['device']}, {r['threads']} threads; "
+              f"minis2s Adam {r.get('adam', 'flat')}")
     else:
         print(f"transformer config {r['config']}: V={c['V']} d_model={c['D']} heads={c['NH']} "
               f"ff={c['F']} layers={c['L']}+{c['L']} B={c['B']} S={c['S']} T={c['T']}; "
-              f"device {r['device']}, {r['threads']} threads")
+              f"device {r['device']}, {r['threads']} threads; minis2s Adam {r.get('adam', 'flat')}")
     for name, info in r["workers"].items():
         print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in info.items() if k != "framework"))
     print(f"{'framework':<10} {'median':>9} {'p25-p75':>17} {'min-max':>17} {'tokens/s':>9} "

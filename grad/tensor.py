@@ -66,7 +66,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_gen", "_seq", "_op",
-                 "__weakref__")
+                 "_flat", "__weakref__")   # _flat: its flat buffer, see grad/flat.py
     _is_parameter = False
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):

@@ -20,10 +20,14 @@ A launch is recognised by the launchers' environment (``detect_launch``): ``PMI_
 (``-n 1``) is a plain single-process run. mpi4py is imported only when a launch with more than
 one rank is seen; without it the command stops with one line naming the ``[mpi]`` extra.
 
-Transport: gradients are gathered into one contiguous buffer (``grad.flat.FlatLayout``), copied
-to host memory when they live on a GPU (``grad.backend.to_numpy``: a no-op for NumPy), summed in
-place with one ``Allreduce``, and cut back into per-parameter views. Staging through host memory
-is correct with any MPI build (no CUDA-aware MPI needed).
+Transport: when the parameters live in one flat buffer (``grad.flat.FlatParameters``, made by
+``grad.optim.Adam``), their gradients are gathered once into its flat gradient buffer (each
+``.grad`` a view of it) and that buffer is summed IN PLACE by one ``Allreduce``: clipping and Adam
+then read the same buffer, with no copy back. Otherwise the gradients are gathered into one new
+contiguous buffer (``grad.flat.FlatLayout``), summed, and cut back into per-parameter views.
+Either buffer is copied to host memory when it lives on a GPU (``grad.backend.to_numpy``: a
+no-op for NumPy); staging through host memory is correct with any MPI build (no CUDA-aware MPI
+needed).
 """
 from __future__ import annotations
 
@@ -226,13 +230,39 @@ class Communicator:
         """Replace every parameter's ``.grad`` by its sum over the ranks, with ONE ``Allreduce``
         over a flat buffer. A parameter without a gradient on a rank counts as zero there; one
         without a gradient on every rank keeps ``grad = None`` (so the optimiser skips it, as a
-        single process would). Afterwards every rank holds bit-identical gradients."""
+        single process would). Afterwards every rank holds bit-identical gradients.
+
+        When the parameters live in one flat buffer (``grad.flat.FlatParameters``, which
+        ``grad.optim.Adam`` makes by default) the sum is taken IN PLACE over its gradient buffer
+        (``gather_grads``: the gradients are its views), which clipping and Adam then use as it
+        is; which parameters had a gradient travels in a second, tiny ``Allreduce``. Otherwise
+        the gradients and those flags are gathered into one new buffer and cut back."""
         import numpy as np
         from grad import backend as B
+        from grad.flat import flat_of
         params = list(params)
-        datas = [p.data for p in params]
-        layout = self._layout(datas, len(params))
         n = len(params)
+        flat = flat_of(params)
+        if flat is not None:
+            buf = flat.gather_grads()                                       # (total,), views
+            counts = np.array([p.grad is not None for p in params], dtype=np.int64)
+            host = B.to_numpy(buf)                      # NumPy: the buffer itself; GPU: a copy
+            staged = not (host.flags.c_contiguous and host.flags.writeable) or \
+                not np.may_share_memory(host, B.to_numpy(flat.grad_views[0]))
+            if staged:
+                host = np.array(host)
+            self.last_bytes = host.nbytes + counts.nbytes
+            t0 = time.perf_counter()
+            self.mpi.Allreduce(self.MPI.IN_PLACE, counts, op=self.MPI.SUM)
+            self.mpi.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+            self.last_allreduce_s = time.perf_counter() - t0
+            if staged:
+                buf[...] = B.from_numpy(host)
+            for p, gv, count in zip(params, flat.grad_views, counts):
+                p.grad = gv if count > 0 else None
+            return
+        datas = [p.data for p in params]
+        layout = self._layout(datas, n)
         present = B.from_numpy(np.array([p.grad is not None for p in params],
                                         dtype=B.dtype_name(layout.dtype)))
         buf = layout.gather([p.grad for p in params] + [present])          # (total,)
@@ -249,18 +279,31 @@ class Communicator:
             p.grad = g if count > 0 else None
 
     def broadcast_parameters(self, params, root: int = 0) -> None:
-        """Every rank takes ``root``'s parameter values (one ``Bcast`` of a flat buffer)."""
+        """Every rank takes ``root``'s parameter values (one ``Bcast`` of a flat buffer): into
+        the parameters' own flat buffer when they live in one (``grad.flat``), else through a
+        gathered copy, written into each parameter with ``grad.flat.assign``."""
         import numpy as np
         from grad import backend as B
-        from grad.flat import FlatLayout
+        from grad.flat import FlatLayout, assign, flat_of
         params = list(params)
+        flat = flat_of(params)
+        if flat is not None:
+            host = B.to_numpy(flat.data)
+            staged = not (host.flags.c_contiguous and host.flags.writeable) or \
+                not np.may_share_memory(host, B.to_numpy(flat.views[0]))
+            if staged:
+                host = np.array(host)
+            self.mpi.Bcast(host, root=root)
+            if staged:
+                flat.data[...] = B.from_numpy(host)
+            return
         layout = FlatLayout.of([p.data for p in params])
         host = B.to_numpy(layout.gather([p.data for p in params]))
         if not (host.flags.c_contiguous and host.flags.writeable):
             host = np.array(host)
         self.mpi.Bcast(host, root=root)
         for p, piece in zip(params, layout.scatter(B.from_numpy(host))):
-            p.data = piece
+            assign(p, piece)
 
     # ------------------------------------------------------------------ checks
     @staticmethod

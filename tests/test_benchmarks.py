@@ -173,6 +173,15 @@ def test_lstm_cell_benchmark_runs():
     assert "speed-up" in text
 
 
+def test_flat_adam_benchmark_runs_both_sides_on_the_same_arithmetic():
+    text = run("flat_adam.py", "--config", "tiny", "--reps", "2", "--step-reps", "2")
+    for name in ("Adam step", "clip + Adam step", "training step"):
+        assert name in text and "flat / per-parameter" in text
+    last = text.strip().splitlines()[-1]                  # losses after the last step
+    flat_loss, loop_loss = [part.split()[-1] for part in last.split(":", 1)[1].split(",")]
+    assert flat_loss == loop_loss
+
+
 def test_contention_benchmark_runs_and_reports_the_threads_it_used(tmp_path):
     out_json = tmp_path / "contention.json"
     text = run("contention.py", "--repeat", "1", "--busy", "0", "--threads", "1",

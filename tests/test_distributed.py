@@ -210,6 +210,7 @@ def test_two_ranks_equal_one_process_in_float64(tmp_path):
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
     assert "30 steps on 2 process(es)" in two.stdout
+    assert "in-place Allreduce over the flat gradient buffer: True" in two.stdout
     a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     assert float(a["_moved"]) > 1e-2                      # the steps did change the weights
     for k in a.files:

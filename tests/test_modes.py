@@ -81,7 +81,8 @@ REGISTERED = {"grad.accumulate.accumulate", "grad.ops.getitem", "grad.functional
               "grad.functional.linear", "grad.functional.lstm_step", "grad.functional.lstm_cell",
               "grad.functional.attention_lookup", "grad.functional.layer_norm",
               "grad.functional.scaled_dot_product_attention",
-              "grad.functional.multi_head_attention", "grad.optim.adam_update"}
+              "grad.functional.multi_head_attention", "grad.optim.adam_update",
+              "grad.optim.adam_step", "grad.nn.utils.clip_gradients"}
 
 
 def test_every_fast_function_is_registered_with_its_reference_directly_above_it():
@@ -343,7 +344,7 @@ def test_a_training_step_in_reference_mode_enters_no_fast_path_and_no_bookkeepin
     assert not ref_entered & FAST_CODE, names(ref_entered & FAST_CODE)
     assert not bookkeeping, names(bookkeeping)
     used = {"lstm_step", "attention_lookup", "lstm_cell", "linear", "getitem", "cross_entropy",
-            "accumulate", "adam_update"}
+            "accumulate", "adam_step", "clip_gradients"}          # Adam on its flat buffer
     fast = {f.__code__ for f in fused_functions() if f.__name__ in used}
     reference = {getattr(sys.modules[f.__module__], f.__name__).reference.__code__
                  for f in fused_functions() if f.__name__ in used}

@@ -59,10 +59,12 @@ def test_sgd_momentum_and_weight_decay_steps(backend):
 
 
 @backends
-def test_adam_steps(backend):
+@pytest.mark.parametrize("flat", [False, True], ids=["per-parameter", "flat"])
+def test_adam_steps(backend, flat):
     with B.use(backend):
         p = param([1.0, -1.0, 0.5])
-        opt = Adam([p], lr=0.01, betas=(0.8, 0.95), eps=1e-8)
+        opt = Adam([p], lr=0.01, betas=(0.8, 0.95), eps=1e-8, flat=flat)
+        assert (opt.flat is not None) == flat
         grads = [[0.2, -3.0, 0.0], [0.1, 1.0, 0.5], [-0.4, 2.0, 0.5]]
         x = [1.0, -1.0, 0.5]
         m, v = [0.0] * 3, [0.0] * 3
@@ -78,7 +80,7 @@ def test_adam_steps(backend):
         assert opt.state[0]["step"] == 3
         # first step of Adam moves each coordinate by about lr, whatever the gradient's scale
         q = param([0.0, 0.0])
-        opt2 = Adam([q], lr=0.1)
+        opt2 = Adam([q], lr=0.1, flat=flat)
         set_grad(q, [1e-3, -50.0])
         opt2.step()
         np.testing.assert_allclose(q.numpy(), [-0.1, 0.1], rtol=1e-4)
@@ -94,8 +96,9 @@ def _quadratic_grads(p, k):
 @pytest.mark.parametrize("make_opt", [
     lambda ps: SGD(ps, lr=0.1, momentum=0.9),
     lambda ps: SGD(ps, lr=0.05, weight_decay=0.01),
-    lambda ps: Adam(ps, lr=0.05, weight_decay=0.1),
-], ids=["sgd-momentum", "sgd", "adam"])
+    lambda ps: Adam(ps, lr=0.05, weight_decay=0.1, flat=False),
+    lambda ps: Adam(ps, lr=0.05, weight_decay=0.1, flat=True),
+], ids=["sgd-momentum", "sgd", "adam", "adam-flat"])
 def test_state_dict_resume_gives_identical_steps(backend, make_opt):
     with B.use(backend):
         def run(n_steps, opt, ps, start=0):

@@ -91,6 +91,37 @@ def test_one_lstm_lm_train_step_is_the_same_in_reference_and_fast_mode():
     _assert_same_step(_lm_step(False), _lm_step(True))
 
 
+def _lm_steps_flat(reference: bool, n_steps: int = 3):
+    """``n_steps`` steps of an LSTM LM whose embedding is TIED to its output layer (one shared
+    parameter, once in the flat buffer) and whose last-layer ``bias_hh`` is frozen (never a
+    gradient), with Adam on its flat parameter buffer (or the per-parameter formulas)."""
+    cfg = LMConfig(max_grad_norm=0.5)
+    model = build_lstm_lm(dict(vocab_size=10, emb_size=8, hidden_size=8, num_layers=2,
+                               dropout=0.0, pad_idx=0, tie_weights=True), seed=6, dtype="float64")
+    named = dict(model.named_parameters())
+    frozen = [n for n in named if "bias_hh" in n][-1]
+    named[frozen].requires_grad = False
+    opt = optim.Adam(model.parameters(), lr=0.02)
+    assert opt.flat is not None and len(opt.flat) == len(named)
+    losses = []
+    for k in range(n_steps):
+        with grad.reference_mode(reference):
+            out = lm_train_step(model, opt, pad_batch(TGT[k % 2::2] + TGT[:1]), cfg, scale=8.0)
+        assert "problem" not in out
+        losses.append(out["loss"])
+    assert named[frozen].grad is None and opt.state[list(named).index(frozen)] == {}
+    return losses, {n: _host(p.data) for n, p in model.named_parameters()}, opt
+
+
+def test_three_flat_adam_steps_with_a_tied_and_a_frozen_weight_equal_the_reference():
+    fast_losses, fast, opt = _lm_steps_flat(False)
+    ref_losses, ref, _ = _lm_steps_flat(True)
+    assert all(p.data is view for p, view in zip(opt.flat.params, opt.flat.views))
+    np.testing.assert_allclose(fast_losses, ref_losses, rtol=0, atol=1e-10)
+    for name in fast:
+        np.testing.assert_allclose(fast[name], ref[name], rtol=0, atol=1e-10, err_msg=name)
+
+
 def _entered_during(fn):
     """``{(file, function name)}`` of every Python function entered while ``fn()`` runs, with
     the code objects, traced by ``sys.setprofile``."""

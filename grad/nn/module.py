@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from .. import backend as B
+from ..flat import assign
 from ..tensor import Tensor
 
 
@@ -117,6 +118,9 @@ class Module:
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
+            owner = getattr(p, "_flat", None)
+            if owner is not None:             # a flat gradient buffer goes with the gradients
+                owner.flat.release_grads()
 
     # ------------------------------------------------------------------ conversion
     def to(self, target) -> "Module":
@@ -181,7 +185,7 @@ class Module:
                 value = state[k]
                 if not B.is_array(value):
                     value = B.from_numpy(B.to_numpy(value))
-                p.data = B.xp.astype(value, p.dtype)
+                assign(p, B.xp.astype(value, p.dtype))    # into its view of a flat buffer, if any
 
     def extra_repr(self) -> str:
         return ""

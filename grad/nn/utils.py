@@ -2,10 +2,22 @@
 from __future__ import annotations
 
 from .. import backend as B
+from ..flat import flat_of, pieces
+from ..modes import fused
 from ..tensor import Tensor
 
 
 def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
+    """Scale all gradients together so that their global L2 norm is at most ``max_norm``;
+    returns the norm before clipping as a 0-d tensor (see ``clip_gradients_reference``).
+
+    When ``parameters`` are exactly the parameters of one flat buffer (``grad.flat``, as
+    ``grad.optim.Adam`` makes by default) the norm is taken over the one gradient buffer and the
+    buffer is scaled in place (``clip_gradients``); otherwise parameter by parameter."""
+    return clip_gradients(list(parameters), max_norm)
+
+
+def clip_gradients_reference(parameters, max_norm: float) -> Tensor:
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
 
     Returns the norm before clipping as a 0-d tensor (in the gradients' dtype). The squares are
@@ -32,6 +44,27 @@ def clip_grad_norm_(parameters, max_norm: float) -> Tensor:
     scale = xp.minimum(B.full((), 1.0, like=ratio), ratio)            # min(1, ratio), no sync
     for p in params:
         p.grad = p.grad * xp.astype(scale, p.grad.dtype)   # out of place: grads may be views
+    return Tensor(norm)
+
+
+@fused(reference=clip_gradients_reference)
+def clip_gradients(parameters, max_norm: float) -> Tensor:
+    """The same clipping over one flat gradient buffer (``FlatParameters.gather_grads``: the
+    gradients become views of it): one float64 sum of squares, one in-place scaling. Parameters
+    that do not share one flat buffer take the per-parameter loop of the reference."""
+    flat = flat_of(parameters)
+    if flat is None or all(p.grad is None for p in parameters):
+        return clip_gradients_reference(parameters, max_norm)
+    xp = B.xp
+    g = flat.gather_grads()                                # (total,) zeros where no gradient
+    total = None
+    for a, b in pieces(0, flat.total):                     # cache-sized pieces on the CPU
+        g64 = xp.astype(g[a:b], xp.float64)                # summed in float64, as above
+        sq = xp.sum(g64 * g64)
+        total = sq if total is None else total + sq
+    norm = xp.astype(xp.sqrt(total), g.dtype)
+    limit = max_norm / (norm + 1e-6)                       # 0-d, on the device
+    g *= xp.astype(xp.minimum(B.full((), 1.0, like=limit), limit), g.dtype)   # in place: ours
     return Tensor(norm)
 
 

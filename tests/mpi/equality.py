@@ -44,6 +44,9 @@ def main(out):
     def step(idx, **kwargs):              # minis2s.train.train_step, as `minis2s train` runs it
         return train_step(model, optimizer, collate(src, tgt, idx), cfg, **kwargs)
 
+    if comm is not None:                  # record the buffers the gradient Allreduce is given
+        comm.mpi = _Recording(comm.mpi, lambda buf: optimizer.flat is not None
+                              and buf is optimizer.flat.grad)
     trainer = Trainer(model, optimizer, step=step, batches=lambda epoch: batches,
                       validate=lambda: {"loss": 0.0}, describe=lambda r, i: "", epochs=1,
                       max_grad_norm=cfg.max_grad_norm, comm=comm, check_every=10,
@@ -56,6 +59,26 @@ def main(out):
                  **{name: B.to_numpy(p.data) for name, p in model.named_parameters()})
         print(f"trained {trainer.engine.state.iteration} steps on "
               f"{1 if comm is None else comm.size} process(es)")
+        if comm is not None:              # every gradient Allreduce: the flat buffer itself
+            grads = [flat for size, flat in comm.mpi.calls if size > 8]
+            in_place = len(grads) == STEPS and all(grads)
+            print(f"in-place Allreduce over the flat gradient buffer: {in_place}")
+
+
+class _Recording:
+    """An MPI communicator that records, for each float ``Allreduce``, the buffer's size and
+    whether it was (at the time of the call) the optimizer's flat gradient buffer itself."""
+
+    def __init__(self, inner, is_flat):
+        self.inner, self.is_flat, self.calls = inner, is_flat, []
+
+    def Allreduce(self, sendbuf, recvbuf, op):
+        if recvbuf.dtype.kind == "f":
+            self.calls.append((recvbuf.size, self.is_flat(recvbuf)))
+        return self.inner.Allreduce(sendbuf, recvbuf, op=op)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ def main(argv=None) -> int:
     parser.add_argument("--malloc", choices=["tuned", "default"], help=argparse.SUPPRESS)  # a worker's
     args = parser.parse_args(argv)
     args.device = "cpu"
+    args.adam = "flat"        # the default Adam; its per-parameter loop is the adam_step variant
     configs = common.CONFIGS if args.arch == "lstm" else common.TRANSFORMER_CONFIGS
     if args.config not in configs:
         parser.error(f"argument --config: {args.config!r} is not a {args.arch} configuration "

@@ -222,7 +222,7 @@ def test_workers_run_each_framework_at_its_defaults_with_only_its_thread_count_s
 
 
 STEP_FUSED = {"accumulate", "getitem", "cross_entropy", "linear", "lstm_step", "attention_lookup",
-              "adam_update"}
+              "adam_step", "clip_gradients"}
 
 
 def test_optimisations_on_tiny_times_every_variant_and_checks_what_it_ran(tmp_path):

@@ -413,7 +413,7 @@ def test_only_refuses_unknown_names_and_choices_that_break_a_fast_twin():
 
 
 STEP_FUSED = ("lstm_step", "attention_lookup", "lstm_cell", "linear", "getitem", "cross_entropy",
-              "accumulate", "adam_update")
+              "accumulate", "adam_step", "clip_gradients")
 
 
 @backends

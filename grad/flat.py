@@ -265,7 +265,6 @@ class FlatParameters:
                 p.grad = gv
         return self.grad
 
-
     def release_grads(self) -> None:
         """Forget the last gradient buffer (``zero_grad`` calls this), so that it is freed with
         the gradients instead of living on through the next forward pass."""

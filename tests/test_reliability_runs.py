@@ -520,6 +520,14 @@ def _translated(model, lines, cwd):
     return r.stdout.splitlines()
 
 
+def _ctrl_c_as_in_a_terminal():
+    """In the child, before it runs: SIGINT back to its default action. A test runner started in
+    the background (``cmd &`` in a script) hands its children SIGINT ignored, as shells do for
+    background jobs, and Python then installs no KeyboardInterrupt handler; a command typed in a
+    terminal, which these tests stand for, has the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_translate_answers_each_batch_before_reading_the_rest_of_the_input(runs_of_each_kind, tmp_path):
     """Standard input stays open after 2 batches and 2 lines: the 128 lines of the 2 batches are
     written while translate waits for more input; Ctrl-C then keeps them."""
@@ -528,7 +536,7 @@ def test_translate_answers_each_batch_before_reading_the_rest_of_the_input(runs_
     with open(out, "w") as stdout:
         proc = subprocess.Popen([sys.executable, "-m", "minis2s", *TRANSLATE, "--model", str(model)],
                                 cwd=tmp_path, env=env(), stdin=subprocess.PIPE, stdout=stdout,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
         try:
             proc.stdin.write("\n".join(lines) + "\n")
             proc.stdin.flush()                        # ... and no EOF
@@ -554,7 +562,8 @@ def test_translate_writes_as_it_goes_and_ctrl_c_keeps_the_finished_lines(runs_of
     out = tmp_path / "out.txt"
     proc = subprocess.Popen([sys.executable, "-m", "minis2s", *TRANSLATE, "--model", str(model),
                              "--input", "in.txt", "--output", "out.txt"], cwd=tmp_path, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         assert wait_for(lambda: out.exists() and out.stat().st_size > 0, timeout=120)
         time.sleep(0.5)

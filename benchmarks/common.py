@@ -409,6 +409,16 @@ def build_minis2s_transformer(cfg: dict, seed: int = 0):
                               dim_feedforward=cfg["F"], dropout=0.0, generator=grad.Generator(seed))
 
 
+def _loaded(model, weights: str | None, device: str):
+    """A PyTorch model with minis2s's saved weights (``.npz``, same parameter names) on ``device``."""
+    import torch
+    if weights is not None:
+        state = np.load(weights, allow_pickle=False)
+        model.load_state_dict({k: torch.as_tensor(np.ascontiguousarray(state[k]))
+                               for k in model.state_dict()}, strict=True)
+    return model.to(device)
+
+
 def torch_transformer(cfg: dict, weights: str | None = None, device: str = "cpu"):
     """The Transformer reference in PyTorch: ``nn.TransformerEncoder`` / ``TransformerDecoder``
     of PyTorch's own layers with final LayerNorms (as ``nn.Transformer`` builds them), at their
@@ -454,12 +464,7 @@ def torch_transformer(cfg: dict, weights: str | None = None, device: str = "cpu"
             logits = self.output_layer(x)                                  # (B, T, V)
             return F.cross_entropy(logits.reshape(-1, v), tgt_out.reshape(-1), ignore_index=PAD)
 
-    model = TorchTransformer()
-    if weights is not None:
-        state = np.load(weights, allow_pickle=False)
-        model.load_state_dict({k: torch.as_tensor(np.ascontiguousarray(state[k]))
-                               for k in model.state_dict()}, strict=True)
-    return model.to(device)
+    return _loaded(TorchTransformer(), weights, device)
 
 
 # ----------------------------------------------------------------------------- LSTM language model
@@ -521,7 +526,6 @@ def torch_lm(cfg: dict, weights: str | None = None, device: str = "cpu"):
     the padding) -> ``nn.Linear``, ``F.cross_entropy(ignore_index=PAD)``. Its parameter names
     are minis2s's (``embedding``, ``rnn``, ``output_layer``), so minis2s's weights load as
     they are."""
-    import torch
     from torch import nn
     from torch.nn import functional as F
 
@@ -540,12 +544,7 @@ def torch_lm(cfg: dict, weights: str | None = None, device: str = "cpu"):
             logits = self.output_layer(out)                           # (B, T-1, V)
             return F.cross_entropy(logits.reshape(-1, v), x_out.reshape(-1), ignore_index=PAD)
 
-    model = TorchLSTMLM()
-    if weights is not None:
-        state = np.load(weights, allow_pickle=False)
-        model.load_state_dict({k: torch.as_tensor(np.ascontiguousarray(state[k]))
-                               for k in model.state_dict()}, strict=True)
-    return model.to(device)
+    return _loaded(TorchLSTMLM(), weights, device)
 
 
 def torch_lm_step(model, optimizer, ids):

@@ -14,7 +14,9 @@ Transformer layers (common.TRANSFORMER_CONFIGS; its default config is ``base``, 
 
 Each framework runs in its own subprocess (so neither's threads steal the cores from the other
 and each one's memory is its own). The parent alternates them in blocks of steps, so slow drift
-of the machine touches both. Both load the same weights and the same random batches; the loss of
+of the machine touches both; before each turn it waits ``--settle`` seconds (default 1), so
+that the threads of the worker whose turn just ended (OpenBLAS's and OpenMP's spin a while before
+they sleep) no longer compete for the cores. Both load the same weights and the same random batches; the loss of
 their first step is printed side by side as a check that they compute the same model.
 
 Printed: median step time with its spread (25th-75th percentile, min-max), target tokens per
@@ -330,6 +332,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per framework (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--block", type=int, default=5, help="steps per turn when alternating")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds of pause before each turn when alternating, so that the "
+                             "threads of the worker whose turn just ended have gone idle "
+                             "(default 1.0)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="BLAS / PyTorch threads (default: all cores)")
     parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
@@ -354,8 +360,9 @@ def main(argv=None) -> int:
                      f"(choose from {', '.join(sorted(configs))})")
     if common.run_worker(args, minis2s_worker, torch_worker):
         return 0
-    if args.steps < 1 or args.block < 1 or args.warmup < 0 or args.threads < 1:
-        parser.error("--steps, --block and --threads must be positive, --warmup not negative")
+    if args.steps < 1 or args.block < 1 or args.warmup < 0 or args.threads < 1 or args.settle < 0:
+        parser.error("--steps, --block and --threads must be positive, --warmup and --settle "
+                     "not negative")
 
     cfg = configs[args.config]
     have_torch = False
@@ -388,6 +395,8 @@ def main(argv=None) -> int:
             for w in order:
                 n = min(args.block, args.steps - len(times[w.framework]))
                 if n > 0:
+                    if len(workers) > 1:
+                        time.sleep(args.settle)     # the other worker's threads go idle first
                     times[w.framework] += w.ask(cmd="run", n=n)["times"]
             turn += 1
         memory = {w.framework: w.ask(cmd="memory") for w in workers}
@@ -398,7 +407,7 @@ def main(argv=None) -> int:
             w.close()
 
     results = {"arch": args.arch, "config": args.config, "sizes": cfg, "device": args.device, "threads": args.threads,
-               "malloc": args.malloc, "adam": args.adam,
+               "malloc": args.malloc, "adam": args.adam, "block": args.block, "settle_s": args.settle,
                "target_tokens_per_step": n_tokens, "workers": hello, "frameworks": {}}
     for name in times:
         r = summarize(times[name], n_tokens)

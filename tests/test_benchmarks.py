@@ -25,9 +25,10 @@ def run(script, *args, timeout=240):
 def test_train_step_on_tiny(tmp_path):
     out_json = tmp_path / "tiny.json"
     text = run("train_step.py", "--config", "tiny", "--steps", "2", "--warmup", "1", "--block", "1",
-               "--threads", "1", "--json", str(out_json))
+               "--threads", "1", "--settle", "0.25", "--json", str(out_json))
     result = json.loads(out_json.read_text())
     ours = result["frameworks"]["minis2s"]
+    assert result["settle_s"] == 0.25 and result["block"] == 1
     # Times cannot be pinned, but the summary of two timed steps can: the median of two is
     # their mean, the quartiles lie between them, throughput is tokens over the median.
     for f in result["frameworks"].values():
@@ -71,7 +72,7 @@ def test_gemm_flop_count_of_medium_matches_the_issue():
 def test_train_step_transformer_on_tiny_computes_the_same_first_loss_in_both(tmp_path):
     out_json = tmp_path / "transformer.json"
     text = run("train_step.py", "--arch", "transformer", "--config", "tiny", "--steps", "2",
-               "--warmup", "1", "--block", "1", "--threads", "1", "--json", str(out_json))
+               "--warmup", "1", "--block", "1", "--threads", "1", "--settle", "0", "--json", str(out_json))
     result = json.loads(out_json.read_text())
     assert result["arch"] == "transformer" and result["sizes"]["D"] == 32
     ours, theirs = result["frameworks"]["minis2s"], result["frameworks"]["torch"]
@@ -109,7 +110,7 @@ def test_transformer_gemm_floor_counts_the_documented_products():
 def test_train_step_lm_on_tiny_computes_the_same_first_loss_in_both(tmp_path):
     out_json = tmp_path / "lm.json"
     text = run("train_step.py", "--arch", "lm", "--config", "tiny", "--steps", "2",
-               "--warmup", "1", "--block", "1", "--threads", "1", "--json", str(out_json))
+               "--warmup", "1", "--block", "1", "--threads", "1", "--settle", "0", "--json", str(out_json))
     result = json.loads(out_json.read_text())
     assert result["arch"] == "lm" and result["sizes"]["H"] == 64
     ours, theirs = result["frameworks"]["minis2s"], result["frameworks"]["torch"]
@@ -291,6 +292,7 @@ def test_profile_step_on_tiny_counts_each_fused_function_once_per_graph_node(tmp
 def test_optimisations_and_profile_step_refuse_bad_arguments_with_exit_2():
     for script, args, words in [("optimisations.py", ["--config", "base"], "not a lstm configuration"),
                                 ("profile_step.py", ["--steps", "0"], "must be positive"),
+                                ("train_step.py", ["--settle", "-1"], "not negative"),
                                 ("optimisations.py", ["--malloc", "default"], "set per variant")]:
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -15,9 +15,10 @@ Choose with ``grad.backend.use("cupy")`` (also a context manager), or the enviro
 
 The few needs the standard does not cover live here as small functions with tests of their own:
 ``scatter_add`` (the gradient of a gather), ``erf`` (for GELU), two in-place helpers for large
-temporaries (``exp_``, ``add_at_columns``), host-side seeded random numbers (``Generator``) moved
-to the device, ``to_numpy`` (device -> host copy), and ``tune_host_allocator`` (keep freed host memory
-for reuse; used by the training commands).
+temporaries (``exp_``, ``add_at_columns``), ``contiguous`` (a row-major copy of a weight),
+host-side seeded random numbers (``Generator``) moved to the device, ``to_numpy`` (device ->
+host copy), and ``tune_host_allocator`` (keep freed host memory for reuse; used by the
+training commands).
 """
 from __future__ import annotations
 
@@ -332,6 +333,15 @@ def add_at_columns(a, cols, values):
         return a
     onehot = cols[:, None] == arange(a.shape[1], like=cols, dtype=cols.dtype)[None, :]   # (N, C)
     return a + xp.astype(onehot, a.dtype) * values[:, None]
+
+
+def contiguous(a):
+    """``a`` laid out row-major (C order): a copy when it is not already, e.g. a transposed
+    view (NumPy, CuPy); ``a`` itself on array_api_strict, whose arrays have no layout. Used to
+    store a weight once as the ``(in, out)`` matrix a plain product reads fastest."""
+    if _name in ("numpy", "cupy"):
+        return xp.ascontiguousarray(a)
+    return a
 
 
 # ----------------------------------------------------------------------------- host allocator

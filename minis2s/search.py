@@ -79,7 +79,6 @@ def greedy(model, src, src_lengths, max_len: int = 50, bos: int = BOS, eos: int 
                       np.stack(attentions, axis=1))
 
 
-@no_grad()
 def _require_beam_memory(model, src, beam_size: int, max_len: int) -> None:
     """Refuse a beam too wide for the memory available, before the ``B * K`` rows are made
     (for models that say their sizes the LSTM decoder's way)."""
@@ -93,6 +92,7 @@ def _require_beam_memory(model, src, beam_size: int, max_len: int) -> None:
             f"beam search with beam size {beam_size} over {n} sentence(s)")
 
 
+@no_grad()
 def beam_search(model, src, src_lengths, beam_size: int = 5, n_best: int = 1,
                 length_penalty: float = 0.0, max_len: int = 50, bos: int = BOS, eos: int = EOS,
                 pad: int = PAD) -> Hypotheses:

@@ -256,6 +256,18 @@ def test_add_at_columns_adds_one_element_per_row(backend):
         np.testing.assert_array_equal(out, expected)
 
 
+@backends
+def test_contiguous_keeps_the_values_and_lays_a_transpose_out_row_major(backend):
+    with B.use(backend):
+        host = np.arange(12, dtype=np.float32).reshape(3, 4)
+        t = B.xp.matrix_transpose(B.from_numpy(host))                    # (4, 3) view
+        out = B.contiguous(t)
+        np.testing.assert_array_equal(B.to_numpy(out), host.T)
+        if backend == "numpy":
+            assert not t.flags["C_CONTIGUOUS"] and out.flags["C_CONTIGUOUS"]
+            assert B.contiguous(out) is out                              # no copy when laid out
+
+
 def test_tune_host_allocator_is_idempotent_and_computation_is_unchanged():
     first = B.tune_host_allocator()
     assert isinstance(first, bool)

@@ -539,6 +539,65 @@ def test_greedy_pads_after_eos_and_never_emits_pad_or_bos(backend):
         assert len(set(ends[:3])) == 3                                       # 3 different ends
 
 
+def _searches(model):
+    """Greedy (max_len 8 and 3: some sentences end, some run out of steps) and beam search
+    (beam 3, 2 best, with a length penalty) on the padded SRC."""
+    return [model.greedy(SRC, SRC_LEN, max_len=8), model.greedy(SRC, SRC_LEN, max_len=3),
+            model.beam_search(SRC, SRC_LEN, beam_size=3, n_best=2, length_penalty=0.6, max_len=8)]
+
+
+@backends
+@pytest.mark.parametrize("case", ["trained", "trained-pad-bos-boosted", "dot-no-feeding-1-layer",
+                                  "no-attention"])
+def test_inference_step_gives_the_tokens_and_scores_of_its_reference(backend, case):
+    """Search runs ``decoder_step`` (raw arrays, each layer's gates one product with stacked and
+    halved weights, no graph) under ``no_grad``; with it swapped for ``decoder_step_reference``
+    (the step training runs) greedy and beam search give the same tokens, the same scores and
+    attention (1e-10, float64), on padded sources, with and without attention and input
+    feeding, and when PAD and BOS are the most probable tokens. The fast step really ran: its
+    laid-out weights are in the search state, and not under the swap."""
+    with B.use(backend):
+        model = {"trained": trained, "trained-pad-bos-boosted": lambda: _boost_pad_bos(trained()),
+                 "dot-no-feeding-1-layer": lambda: tiny("dot", False, layers=1, seed=3),
+                 "no-attention": lambda: tiny(None, True, seed=4)}[case]().eval()
+        fast = _searches(model)
+        with grad.reference_mode(only={"decoder_step"}):
+            reference = _searches(model)
+        if case.startswith("trained"):
+            assert (fast[0].tokens != 0).sum(axis=1).max() > 3        # several steps long
+        for f, r in zip(fast, reference):
+            np.testing.assert_array_equal(f.tokens, r.tokens)
+            np.testing.assert_allclose(f.scores, r.scores, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(f.attention, r.attention, rtol=1e-10, atol=1e-12)
+        for mode, laid_out in ((grad.reference_mode(False), True),
+                               (grad.reference_mode(only={"decoder_step"}), False)):
+            with no_grad(), mode:
+                state = model.init_decoding(SRC, SRC_LEN)
+                model.decode_step(Tensor(B.from_numpy(np.ones(3, dtype=np.int64))), state)
+            assert ("inference" in state.weights) is laid_out
+
+
+@backends
+def test_inference_step_runs_the_training_step_when_gradients_or_dropout_are_on(backend):
+    """With gradients enabled the step builds the graph (the log-probabilities have a backward)
+    and with dropout in training mode it draws masks: both are ``decoder_step_reference``."""
+    with B.use(backend):
+        model = tiny(dtype="float32")
+        state = model.init_decoding(SRC, SRC_LEN)
+        y = Tensor(B.from_numpy(np.ones(3, dtype=np.int64)))
+        log_probs, _, _ = model.decode_step(y, state)
+        assert log_probs.requires_grad and "inference" not in state.weights
+        model.decoder.dropout = 0.5
+        with no_grad():
+            a, _, _ = model.decode_step(y, model.init_decoding(SRC, SRC_LEN))
+            b, _, _ = model.decode_step(y, model.init_decoding(SRC, SRC_LEN))
+        assert not np.allclose(a.numpy(), b.numpy())                   # different dropout masks
+        model.eval()
+        with no_grad():
+            a, state, _ = model.decode_step(y, model.init_decoding(SRC, SRC_LEN))
+        assert "inference" in state.weights
+
+
 # ----------------------------------------------------------------------------- gradients of the whole model
 # The slowest tests, last: a run stopped at the first failure (tools/mutants.py) then ends early.
 @backends

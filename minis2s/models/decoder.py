@@ -28,8 +28,8 @@ from __future__ import annotations
 from grad import backend as B
 from grad import functional as F
 from grad import nn, ops
-from grad.modes import is_reference_mode
-from grad.tensor import Tensor
+from grad.modes import fused, is_reference_mode
+from grad.tensor import Tensor, is_grad_enabled
 
 from ..data.vocab import BOS, PAD
 from ..decoding import forbid
@@ -189,7 +189,117 @@ class Decoder(nn.Module):
     def step(self, y_prev: Tensor, feed: Tensor, states: list, memory: Tensor, pad_mask, w=None):
         """One decoding step on the model's own previous tokens ``y_prev`` ``(N,)``.
         Returns ``(log_probs (N, V), h_tilde (N, H), attention (N, S) or None)``; updates
-        ``states`` in place. ``w``: ``self.weights()`` (made here when not given)."""
+        ``states`` in place. ``w``: ``self.weights()`` (made here when not given; pass the same
+        dict at every step of a batch, so that the inference step lays its weights out once).
+
+        Without gradients (``no_grad``, as search runs it) and without dropout, the step is
+        ``decoder_step``, which computes on raw arrays and builds no graph nodes; with
+        gradients (or dropout) it is ``decoder_step_reference``, the step training runs."""
         w = w if w is not None else self.weights()
-        h_tilde, a = self.decode(self.embedding(y_prev), feed, states, memory, pad_mask, w)
-        return F.log_softmax(self.output_layer(h_tilde), dim=-1), h_tilde, a
+        if is_grad_enabled() or (self.training and self.dropout > 0.0):
+            return decoder_step_reference(self, y_prev, feed, states, memory, pad_mask, w)
+        return decoder_step(self, y_prev, feed, states, memory, pad_mask, w)
+
+    def inference_weights(self) -> dict:
+        """The weights laid out for ``decoder_step`` (inference), as raw arrays copied once per
+        batch: every product's weight is one contiguous ``(in, out)`` matrix (a plain matrix
+        product is faster than one with a transposed operand at these sizes), and each LSTM
+        layer's two weights are stacked so that its gates are ONE product:
+
+        * ``layers[k] = (W_k, b_k)``: ``W_k = [W_ih | W_hh]^T`` ``(in_k + H, 4H)``, the gates
+          being ``[x | h] W_k + b_k`` (layer 0: ``x = [emb(y_{t-1}) | h~_{t-1}]``), and
+          ``b_k = b_ih + b_hh``. The columns of the sigmoid gates i, f, o (not g) are halved,
+          exactly (a power of two), so that the product gives ``z / 2`` there and one ``tanh``
+          over all four blocks gives every gate: ``sigmoid(z) = (1 + tanh(z / 2)) / 2``, the
+          identity ``lstm_step`` uses;
+        * ``query``: ``W_a^T`` ``(H, H)`` (None for dot attention); ``combine``: ``W_c^T``
+          ``(2H, H)``; ``out``, ``out_bias``: the generator's ``W_out^T`` ``(H, V)`` and ``b``;
+        * ``embedding``: the embedding table ``(V, E)`` itself (rows are gathered, not copied).
+        """
+        xp = B.xp
+        n = self.hidden_size
+        layers = []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self.rnn.layer_weights(k)
+            ones = B.full((n,), 1.0, like=w_hh.data)
+            half = xp.concat([ones * 0.5, ones * 0.5, ones, ones * 0.5])       # (4H,) i f g o
+            w_k = xp.concat([xp.matrix_transpose(w_ih.data), xp.matrix_transpose(w_hh.data)],
+                            axis=0) * half                                   # (in_k + H, 4H)
+            b_k = None if b_ih is None else (b_ih.data + b_hh.data) * half   # (4H,)
+            layers.append((B.contiguous(w_k), b_k))
+        att = self.attention
+        out = self.output_layer
+        return {"layers": layers, "embedding": self.embedding.weight.data,
+                "query": None if att is None or att.query is None
+                else B.contiguous(xp.matrix_transpose(att.query.weight.data)),   # (H, H)
+                "combine": None if att is None
+                else B.contiguous(xp.matrix_transpose(att.combine.weight.data)),  # (2H, H)
+                "out": B.contiguous(xp.matrix_transpose(out.weight.data)),         # (H, V)
+                "out_bias": None if out.bias is None else out.bias.data}          # (V,)
+
+
+# ---------------------------------------------------------------------- the inference step
+def decoder_step_reference(decoder: Decoder, y_prev: Tensor, feed: Tensor, states: list,
+                           memory: Tensor, pad_mask, w: dict):
+    """One decoder step as training runs it (``Decoder.decode``, then the generator and
+    ``log_softmax``): the readable twin of ``decoder_step``. Returns ``(log_probs (N, V),
+    h~_t (N, H), attention (N, S) or None)`` and replaces ``states`` in place."""
+    h_tilde, a = decoder.decode(decoder.embedding(y_prev), feed, states, memory, pad_mask, w)
+    return F.log_softmax(decoder.output_layer(h_tilde), dim=-1), h_tilde, a
+
+
+@fused(reference=decoder_step_reference)
+def decoder_step(decoder: Decoder, y_prev: Tensor, feed: Tensor, states: list, memory: Tensor,
+                 pad_mask, w: dict):
+    """The same step for inference (no gradient, no dropout) on raw arrays: no graph node, no
+    per-op bookkeeping, and five matrix products (one per LSTM layer, the attention query, the
+    combination, the generator) on the weights of ``Decoder.inference_weights()``, laid out
+    once per batch and kept in ``w`` (under ``"inference"``). Same math, same results (to
+    rounding: the gates are summed in one product instead of two or three)::
+
+        x = [emb(y_{t-1}) | h~_{t-1}]                       (N, E + H)
+        per layer k: z/2 = [x | h] W_k + b_k                 (N, 4H) i, f, o halved
+                     t = tanh(z/2); sigmoid = (1 + t) / 2
+                     c' = f * c + i * g;  h' = o * tanh(c');  x = h'
+        q = h' W_a^T; a = softmax(mem q, -inf at padding); context = a^T mem
+        h~ = tanh([h' | context] W_c^T);  log_probs = log_softmax(h~ W_out^T + b)
+    """
+    xp = B.xp
+    p = w.get("inference")
+    if p is None:                                   # first step of the batch: lay the weights out
+        p = w["inference"] = decoder.inference_weights()
+    n = decoder.hidden_size
+    x = xp.take(p["embedding"], y_prev.data, axis=0)                      # (N, E) emb(y_{t-1})
+    if decoder.input_feeding:
+        x = xp.concat([x, feed.data], axis=1)                             # (N, E + H)
+    for k, (w_k, b_k) in enumerate(p["layers"]):
+        s = states[k].data                                                # (N, 2H) [h | c]
+        z = xp.matmul(xp.concat([x, s[:, :n]], axis=1), w_k)              # (N, 4H), fresh
+        if b_k is not None:
+            z += b_k
+        t = xp.tanh(z)                                # tanh(z_i/2), tanh(z_f/2), tanh(z_g), tanh(z_o/2)
+        sig = t * 0.5
+        sig += 0.5                                    # sigmoid on the i, f, o blocks
+        c = sig[:, n:2 * n] * s[:, n:]
+        c += sig[:, :n] * t[:, 2 * n:3 * n]                               # c' = f c + i g
+        x = sig[:, 3 * n:] * xp.tanh(c)                                   # h' = o tanh(c')
+        states[k] = Tensor(xp.concat([x, c], axis=1))                     # (N, 2H)
+    a = None
+    h_tilde = x                                                           # (N, H) top layer
+    if decoder.attention is not None:
+        mem = memory.data                                                 # (N, S, H)
+        q = x if p["query"] is None else xp.matmul(x, p["query"])        # (N, H)
+        scores = xp.matmul(mem, q[:, :, None])[:, :, 0]                   # (N, S)
+        if pad_mask is not None:
+            scores = xp.where(pad_mask, B.full((), float("-inf"), like=scores), scores)
+        e = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
+        a = e / xp.sum(e, axis=1, keepdims=True)                          # (N, S)
+        context = xp.matmul(a[:, None, :], mem)[:, 0, :]                  # (N, H)
+        h_tilde = xp.tanh(xp.matmul(xp.concat([x, context], axis=1), p["combine"]))  # (N, H)
+        a = Tensor(a)
+    logits = xp.matmul(h_tilde, p["out"])                                 # (N, V), fresh
+    if p["out_bias"] is not None:
+        logits += p["out_bias"]
+    logits -= xp.max(logits, axis=1, keepdims=True)                       # log_softmax, in place
+    logits -= xp.log(xp.sum(xp.exp(logits), axis=1, keepdims=True))
+    return Tensor(logits), Tensor(h_tilde), a

@@ -75,7 +75,8 @@ import sys                                                    # noqa: E402
 import grad.accumulate as acc                                 # noqa: E402
 from grad import nn, optim                                    # noqa: E402
 from grad.modes import fused_functions                        # noqa: E402
-import minis2s.models.decoder                                 # noqa: E402,F401  (its fused step)
+import minis2s.models.decoder                                 # noqa: E402,F401  (their fused
+import minis2s.models.encoder                                 # noqa: E402,F401   inference paths)
 
 REGISTERED = {"grad.accumulate.accumulate", "grad.ops.getitem", "grad.functional.softmax",
               "grad.functional.log_softmax", "grad.functional.cross_entropy",
@@ -84,7 +85,7 @@ REGISTERED = {"grad.accumulate.accumulate", "grad.ops.getitem", "grad.functional
               "grad.functional.scaled_dot_product_attention",
               "grad.functional.multi_head_attention", "grad.optim.adam_update",
               "grad.optim.adam_step", "grad.nn.utils.clip_gradients",
-              "minis2s.models.decoder.decoder_step"}
+              "minis2s.models.decoder.decoder_step", "minis2s.models.encoder.encoder_lstm"}
 
 
 def test_every_fast_function_is_registered_with_its_reference_directly_above_it():
@@ -364,8 +365,8 @@ def test_a_training_step_in_reference_mode_enters_no_fast_path_and_no_bookkeepin
 @backends
 def test_a_search_in_reference_mode_enters_no_fast_path(backend):
     """Greedy and beam search of a tiny seq2seq model: in reference mode no fast function runs
-    (the inference step is ``decoder_step_reference``, the step training runs); outside it the
-    inference step ``decoder_step`` does, and both give the same tokens."""
+    (the encoder and the decoder step are what training runs); outside it the inference paths
+    ``encoder_lstm`` and ``decoder_step`` do, and both give the same tokens."""
     from minis2s.models import Seq2Seq
     with B.use(backend):
         model = Seq2Seq(9, 8, emb_size=4, hidden_size=6, num_layers=2, dropout=0.0,
@@ -377,10 +378,10 @@ def test_a_search_in_reference_mode_enters_no_fast_path(backend):
                     model.beam_search(src, lengths, beam_size=2, max_len=4).tokens)
         ref_tokens, ref_entered = _traced(grad.reference_mode()(search))
         fast_tokens, fast_entered = _traced(search)
-    step = minis2s.models.decoder.decoder_step
     assert not ref_entered & FAST_CODE
-    assert step.fast.__code__ in fast_entered and step.reference.__code__ not in fast_entered
-    assert step.reference.__code__ in ref_entered
+    for step in (minis2s.models.decoder.decoder_step, minis2s.models.encoder.encoder_lstm):
+        assert step.fast.__code__ in fast_entered and step.reference.__code__ not in fast_entered
+        assert step.reference.__code__ in ref_entered
     for a, b in zip(ref_tokens, fast_tokens):
         np.testing.assert_array_equal(a, b)
 

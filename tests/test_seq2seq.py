@@ -551,8 +551,9 @@ def _searches(model):
                                   "no-attention"])
 def test_inference_step_gives_the_tokens_and_scores_of_its_reference(backend, case):
     """Search runs ``decoder_step`` (raw arrays, each layer's gates one product with stacked and
-    halved weights, no graph) under ``no_grad``; with it swapped for ``decoder_step_reference``
-    (the step training runs) greedy and beam search give the same tokens, the same scores and
+    halved weights, no graph) and the packed ``encoder_lstm`` under ``no_grad``; with both
+    swapped for their references (what training runs) greedy and beam search give the same
+    tokens, the same scores and
     attention (1e-10, float64), on padded sources, with and without attention and input
     feeding, and when PAD and BOS are the most probable tokens. The fast step really ran: its
     laid-out weights are in the search state, and not under the swap."""
@@ -561,7 +562,7 @@ def test_inference_step_gives_the_tokens_and_scores_of_its_reference(backend, ca
                  "dot-no-feeding-1-layer": lambda: tiny("dot", False, layers=1, seed=3),
                  "no-attention": lambda: tiny(None, True, seed=4)}[case]().eval()
         fast = _searches(model)
-        with grad.reference_mode(only={"decoder_step"}):
+        with grad.reference_mode(only={"decoder_step", "encoder_lstm"}):
             reference = _searches(model)
         if case.startswith("trained"):
             assert (fast[0].tokens != 0).sum(axis=1).max() > 3        # several steps long
@@ -575,6 +576,30 @@ def test_inference_step_gives_the_tokens_and_scores_of_its_reference(backend, ca
                 state = model.init_decoding(SRC, SRC_LEN)
                 model.decode_step(Tensor(B.from_numpy(np.ones(3, dtype=np.int64))), state)
             assert ("inference" in state.weights) is laid_out
+
+
+@backends
+@pytest.mark.parametrize("layers,bidirectional", [(2, True), (1, False)])
+def test_packed_inference_encoder_equals_the_lstm_it_replaces(backend, layers, bidirectional):
+    """``encoder_lstm`` (only the real tokens, rows sorted by length and packed) against
+    ``nn.LSTM`` with ``lengths``: the same outputs (0 at padding) and final states, float64, for
+    unsorted lengths with ties, a full-length row and an empty one."""
+    from minis2s.models.encoder import encoder_lstm
+    with B.use(backend):
+        rnn = grad.nn.LSTM(3, 4, layers, batch_first=True, bidirectional=bidirectional,
+                           generator=grad.Generator(2), dtype="float64")
+        rng = np.random.default_rng(1)
+        x = Tensor(B.from_numpy(rng.normal(size=(5, 6, 3))))
+        lengths = np.array([3, 6, 0, 3, 1])
+        with no_grad():
+            out, (h, c) = encoder_lstm(rnn, x, B.from_numpy(lengths))
+            ref_out, (ref_h, ref_c) = encoder_lstm.reference(rnn, x, B.from_numpy(lengths))
+        for a, b in ((out, ref_out), (h, ref_h), (c, ref_c)):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+        assert np.abs(ref_out.numpy()[0, 3:]).max() == 0 and np.abs(ref_h.numpy()[:, 1]).min() > 0
+        with pytest.raises(ValueError, match="lengths must be in"):
+            encoder_lstm(rnn, x, B.from_numpy(np.array([3, 7, 0, 3, 1])))
 
 
 @backends

@@ -223,10 +223,10 @@ class Decoder(nn.Module):
             w_ih, w_hh, b_ih, b_hh = self.rnn.layer_weights(k)
             ones = B.full((n,), 1.0, like=w_hh.data)
             half = xp.concat([ones * 0.5, ones * 0.5, ones, ones * 0.5])       # (4H,) i f g o
-            w_k = xp.concat([xp.matrix_transpose(w_ih.data), xp.matrix_transpose(w_hh.data)],
-                            axis=0) * half                                   # (in_k + H, 4H)
+            w_k = xp.concat([w_ih.data, w_hh.data], axis=1)                 # (4H, in_k + H)
+            w_k *= half[:, None]
             b_k = None if b_ih is None else (b_ih.data + b_hh.data) * half   # (4H,)
-            layers.append((B.contiguous(w_k), b_k))
+            layers.append((B.contiguous(xp.matrix_transpose(w_k)), b_k))    # (in_k + H, 4H)
         att = self.attention
         out = self.output_layer
         return {"layers": layers, "embedding": self.embedding.weight.data,

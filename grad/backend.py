@@ -335,6 +335,31 @@ def add_at_columns(a, cols, values):
     return a + xp.astype(onehot, a.dtype) * values[:, None]
 
 
+def smallest_k(key, k: int):
+    """The indices of the ``k`` smallest entries of every row of ``key`` (along the last axis),
+    in the order a stable ascending sort puts them (equal keys: the lower index first), i.e.
+    ``argsort(key, stable=True)[..., :k]``. On NumPy, when ``k`` is at most half the row and
+    no key is NaN, without sorting whole rows: a partition finds the ``k``-th smallest value
+    ``v``, each row keeps every key below ``v`` and the first keys equal to it (as many as are
+    missing), and only those ``k`` are sorted. Otherwise (always on CuPy and array_api_strict)
+    the whole rows are sorted."""
+    n = key.shape[-1]
+    if _name != "numpy" or not 0 < 2 * k <= n or \
+            (is_floating(key.dtype) and bool(xp.isnan(key).any())):
+        order = xp.argsort(key, axis=-1, stable=True)
+        return order[..., :k]
+    v = xp.partition(key, k - 1, axis=-1)[..., k - 1:k]                 # (..., 1) k-th smallest
+    below = key < v
+    equal = key == v
+    missing = k - xp.sum(below, axis=-1, keepdims=True)                 # (..., 1) >= 1
+    if bool(xp.any(xp.sum(equal, axis=-1, keepdims=True) > missing)):  # more ties than places
+        equal &= xp.cumsum(equal, axis=-1) <= missing                   # the first ones
+    keep = below | equal                                                # exactly k per row
+    idx = xp.reshape(xp.nonzero(keep)[-1], key.shape[:-1] + (k,))       # ascending per row
+    order = xp.argsort(xp.take_along_axis(key, idx, axis=-1), axis=-1, stable=True)
+    return xp.take_along_axis(idx, order, axis=-1)
+
+
 def contiguous(a):
     """``a`` laid out row-major (C order): a copy when it is not already, e.g. a transposed
     view (NumPy, CuPy); ``a`` itself on array_api_strict, whose arrays have no layout. Used to

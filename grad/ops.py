@@ -243,14 +243,37 @@ def argmax(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
 TopK = namedtuple("TopK", ["values", "indices"])
 
 
-def topk(x, k: int, dim=None, largest: bool = True, *, axis=None):
-    """The ``k`` largest (or smallest) entries along ``dim`` (default -1), sorted. No gradient."""
+def _check_k(k: int, n: int, dim: int) -> None:
+    if not 0 <= k <= n:
+        raise ValueError(f"topk: k must be between 0 and the size of dim {dim} ({n}), got {k}")
+
+
+def topk_reference(x, k: int, dim=None, largest: bool = True, *, axis=None):
+    """The ``k`` largest (or smallest) entries along ``dim``, by sorting the whole of ``dim``
+    stably (equal entries: the lower index first) and keeping the first ``k``: the readable
+    twin of ``topk``."""
     xp = B.xp
     dim = _resolve_dim(dim, axis, default=-1)
     data = x.data
+    _check_k(k, data.shape[dim], dim)
     key = -data if largest else data
     order = xp.argsort(key, axis=dim, stable=True)
     idx = xp.take(order, B.arange(k, like=order), axis=dim % x.ndim)
+    return TopK(Tensor(xp.take_along_axis(data, idx, axis=dim)), Tensor(idx))
+
+
+@fused(reference=topk_reference)
+def topk(x, k: int, dim=None, largest: bool = True, *, axis=None):
+    """The ``k`` largest (or smallest) entries along ``dim`` (default -1), sorted (equal
+    entries: the lower index first). No gradient. The same result as ``topk_reference``
+    without sorting the whole of ``dim`` (``backend.smallest_k``: a partition, then a sort of
+    the ``k`` kept): beam search takes the best ``2K`` of ``K * V`` scores per sentence."""
+    xp = B.xp
+    dim = _resolve_dim(dim, axis, default=-1)
+    data = x.data
+    _check_k(k, data.shape[dim], dim)
+    key = xp.moveaxis(-data if largest else data, dim, -1)               # (..., n)
+    idx = xp.moveaxis(B.smallest_k(key, k), -1, dim)                      # (..., k, ...)
     return TopK(Tensor(xp.take_along_axis(data, idx, axis=dim)), Tensor(idx))
 
 

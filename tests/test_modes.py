@@ -78,7 +78,7 @@ from grad.modes import fused_functions                        # noqa: E402
 import minis2s.models.decoder                                 # noqa: E402,F401  (their fused
 import minis2s.models.encoder                                 # noqa: E402,F401   inference paths)
 
-REGISTERED = {"grad.accumulate.accumulate", "grad.ops.getitem", "grad.functional.softmax",
+REGISTERED = {"grad.accumulate.accumulate", "grad.ops.getitem", "grad.ops.topk", "grad.functional.softmax",
               "grad.functional.log_softmax", "grad.functional.cross_entropy",
               "grad.functional.linear", "grad.functional.lstm_step", "grad.functional.lstm_cell",
               "grad.functional.attention_lookup", "grad.functional.layer_norm",
@@ -230,6 +230,37 @@ def test_each_reference_equals_its_fast_twin_and_passes_gradcheck(backend, case)
             return tuple(o for o in (outs if isinstance(outs, tuple) else (outs,)) if o.requires_grad)
         with grad.reference_mode():
             assert grad.gradcheck(differentiable, inputs)
+
+
+@backends
+def test_topk_pair_selects_the_same_entries_in_the_same_order(backend):
+    """``topk`` (a partition, then a sort of the k kept, on NumPy) against ``topk_reference``
+    (a stable sort of the whole dim): the same indices and values, for rows with many ties
+    (small integers), -inf entries (forbidden tokens), a NaN, k from 0 to the whole row, along
+    either dim, largest and smallest; and beam search's size, (64, 5000) with k = 10."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for trial in range(60):
+        n, rows = int(rng.integers(1, 30)), int(rng.integers(1, 4))
+        d = rng.integers(-3, 4, (rows, n)).astype(np.float64) if trial % 2 \
+            else rng.normal(size=(rows, n))
+        if trial % 5 == 0:
+            d[rng.random(d.shape) < 0.3] = -np.inf
+        if trial % 7 == 0:
+            d[0, 0] = np.nan
+        cases.append((d, int(rng.integers(0, n + 1)), 1))
+    cases.append((rng.integers(0, 3, (9, 2)).astype(np.float32), 4, 0))
+    cases.append((rng.normal(size=(64, 5000)).astype(np.float32), 10, 1))
+    with B.use(backend):
+        for d, k, dim in cases:
+            x = grad.tensor(d)
+            for largest in (True, False):
+                fast = grad.ops.topk(x, k, dim=dim, largest=largest)
+                ref = grad.ops.topk_reference(x, k, dim=dim, largest=largest)
+                np.testing.assert_array_equal(fast.indices.numpy(), ref.indices.numpy())
+                np.testing.assert_array_equal(fast.values.numpy(), ref.values.numpy())
+        with pytest.raises(ValueError, match="topk: k must be between 0 and"):
+            grad.ops.topk(grad.tensor(np.zeros((2, 3))), 4, dim=1)
 
 
 @backends

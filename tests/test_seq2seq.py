@@ -551,8 +551,9 @@ def _searches(model):
                                   "no-attention"])
 def test_inference_step_gives_the_tokens_and_scores_of_its_reference(backend, case):
     """Search runs ``decoder_step`` (raw arrays, each layer's gates one product with stacked and
-    halved weights, no graph) and the packed ``encoder_lstm`` under ``no_grad``; with both
-    swapped for their references (what training runs) greedy and beam search give the same
+    halved weights, no graph) and the packed ``encoder_lstm`` under ``no_grad`` (and beam search
+    the partitioning ``topk``); with these swapped for their references (what training runs, a
+    full sort) greedy and beam search give the same
     tokens, the same scores and
     attention (1e-10, float64), on padded sources, with and without attention and input
     feeding, and when PAD and BOS are the most probable tokens. The fast step really ran: its
@@ -562,7 +563,7 @@ def test_inference_step_gives_the_tokens_and_scores_of_its_reference(backend, ca
                  "dot-no-feeding-1-layer": lambda: tiny("dot", False, layers=1, seed=3),
                  "no-attention": lambda: tiny(None, True, seed=4)}[case]().eval()
         fast = _searches(model)
-        with grad.reference_mode(only={"decoder_step", "encoder_lstm"}):
+        with grad.reference_mode(only={"decoder_step", "encoder_lstm", "topk"}):
             reference = _searches(model)
         if case.startswith("trained"):
             assert (fast[0].tokens != 0).sum(axis=1).max() > 3        # several steps long

@@ -2,7 +2,7 @@
 greedy decoding of the same model for comparison.
 
     python benchmarks/decode.py [--config small] [--batches 4] [--repeat 5] [--max-len 30]
-                                [--threads N] [--json FILE]
+                                [--settle 1.0] [--threads N] [--json FILE]
 
 Both frameworks load the same weights (an untrained model: the point is speed, and with the
 same weights both must produce the same tokens, which is checked and printed) and decode the
@@ -95,6 +95,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=4, help="source batches (default 4)")
     parser.add_argument("--repeat", type=int, default=5, help="passes over the batches (default 5)")
     parser.add_argument("--max-len", type=int, default=30, help="longest output (default 30)")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds of pause before each alternated greedy pass, so that the "
+                             "threads of the worker whose pass just ended have gone idle "
+                             "(default 1.0)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-torch", action="store_true", help="time minis2s only")
     parser.add_argument("--json", metavar="FILE")
@@ -102,8 +106,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if common.run_worker(args, minis2s_worker, torch_worker):
         return 0
-    if min(args.batches, args.repeat, args.max_len, args.threads) < 1:
-        parser.error("--batches, --repeat, --max-len and --threads must be positive")
+    if min(args.batches, args.repeat, args.max_len, args.threads) < 1 or args.settle < 0:
+        parser.error("--batches, --repeat, --max-len and --threads must be positive, --settle "
+                     "not negative")
 
     import importlib.util
     cfg = common.CONFIGS[args.config]
@@ -122,10 +127,14 @@ def main(argv=None) -> int:
         for name, kind in plan:                       # one untimed pass each, then the timed ones
             workers[name].ask(cmd="run", kind=kind, repeat=1)
         # Greedy passes alternate between the frameworks (order reversed every pass), so that a
-        # slow spell of the machine falls on both; beam search, minis2s only, comes after.
+        # slow spell of the machine falls on both, each after a pause of --settle seconds (the
+        # threads of the worker that just ran spin a while before they sleep); beam search,
+        # minis2s only, comes after.
         greedy_plan = [p for p in plan if p[1] == "greedy"]
         for r in range(args.repeat):
             for name, kind in (greedy_plan if r % 2 == 0 else greedy_plan[::-1]):
+                if len(greedy_plan) > 1:
+                    time.sleep(args.settle)
                 reply = workers[name].ask(cmd="run", kind=kind, repeat=1)
                 rows.setdefault((name, kind), []).extend(reply["times"])
                 tokens.setdefault(name, reply["tokens"])          # the first pass's outputs
@@ -140,7 +149,8 @@ def main(argv=None) -> int:
           f"{cfg['B']} sources of up to {cfg['S']} tokens, outputs up to {args.max_len} tokens, "
           f"{args.threads} threads")
     print(f"{'framework':<10} {'search':<8} {'median batch':>13} {'sentences/s':>12}")
-    results = {"config": args.config, "max_len": args.max_len, "threads": args.threads, "rows": []}
+    results = {"config": args.config, "max_len": args.max_len, "threads": args.threads,
+               "settle_s": args.settle, "rows": []}
     for (name, kind), times in rows.items():
         med = statistics.median(times)
         print(f"{name:<10} {kind:<8} {med * 1e3:>11.1f}ms {cfg['B'] / med:>12.1f}")

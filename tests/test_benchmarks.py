@@ -156,8 +156,9 @@ def test_lm_gemm_floor_counts_the_documented_products():
 def test_decode_on_tiny(tmp_path):
     out_json = tmp_path / "decode.json"
     run("decode.py", "--config", "tiny", "--batches", "1", "--repeat", "1", "--max-len", "6",
-        "--threads", "1", "--json", str(out_json))
+        "--threads", "1", "--settle", "0.25", "--json", str(out_json))
     result = json.loads(out_json.read_text())
+    assert result["settle_s"] == 0.25
     kinds = {(r["framework"], r["search"]) for r in result["rows"]}
     assert {("minis2s", "greedy"), ("minis2s", "beam5")} <= kinds
     if HAVE_TORCH:
@@ -293,6 +294,7 @@ def test_optimisations_and_profile_step_refuse_bad_arguments_with_exit_2():
     for script, args, words in [("optimisations.py", ["--config", "base"], "not a lstm configuration"),
                                 ("profile_step.py", ["--steps", "0"], "must be positive"),
                                 ("train_step.py", ["--settle", "-1"], "not negative"),
+                                ("decode.py", ["--settle", "-1"], "not negative"),
                                 ("optimisations.py", ["--malloc", "default"], "set per variant")]:
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -277,7 +277,7 @@ def decoder_step(decoder: Decoder, y_prev: Tensor, feed: Tensor, states: list, m
         z = xp.matmul(xp.concat([x, s[:, :n]], axis=1), w_k)              # (N, 4H), fresh
         if b_k is not None:
             z += b_k
-        t = xp.tanh(z)                                # tanh(z_i/2), tanh(z_f/2), tanh(z_g), tanh(z_o/2)
+        t = xp.tanh(z)                     # tanh(z_i/2), tanh(z_f/2), tanh(z_g), tanh(z_o/2)
         sig = t * 0.5
         sig += 0.5                                    # sigmoid on the i, f, o blocks
         c = sig[:, n:2 * n] * s[:, n:]

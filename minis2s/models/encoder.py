@@ -79,7 +79,8 @@ def encoder_lstm(rnn: nn.LSTM, emb: Tensor, lengths):
     if tuple(host.shape) != (batch,):
         raise ValueError(f"lengths must have shape ({batch},), got {tuple(host.shape)}")
     if host.min() < 0 or host.max() > n_steps:
-        raise ValueError(f"lengths must be in [0, {n_steps}], got min {host.min()} max {host.max()}")
+        raise ValueError(f"lengths must be in [0, {n_steps}], got min {host.min()} "
+                         f"max {host.max()}")
     # The packing, on the host: token (row b, time t) <-> packed index offsets[t] + (b's rank).
     order = np.argsort(-host, kind="stable")                              # longest first
     active = [int((host > t).sum()) for t in range(n_steps)]              # n_t, non-increasing
@@ -126,7 +127,7 @@ def encoder_lstm(rnn: nn.LSTM, emb: Tensor, lengths):
     width = x.shape[1]
     padded = xp.concat([x, B.zeros((1, width), like=x)], axis=0)          # (N + 1, H * D)
     output = xp.reshape(xp.take(padded, B.asarray(unpack, "int64"), axis=0),
-                        (batch, n_steps, width))                          # (B, T, H * D), 0 at padding
+                        (batch, n_steps, width))                # (B, T, H * D), 0 at padding
     back = B.asarray(np.argsort(order), "int64")                          # sorted -> given order
     return Tensor(output), (Tensor(xp.take(xp.stack(h_n), back, axis=1)),   # (L * D, B, H)
                             Tensor(xp.take(xp.stack(c_n), back, axis=1)))

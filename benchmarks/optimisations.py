@@ -51,6 +51,8 @@ BASELINE = "fast code, --malloc tuned"
 def worker(args) -> None:
     """The minis2s worker of ``train_step.py``, run inside the variant's reference setting."""
     import grad
+    import minis2s.models  # noqa: F401  (registers the models' fused functions, e.g. their
+    #                        inference paths, so that every name the parent lists resolves)
     if args.reference == "none":
         mode = contextlib.nullcontext()
     elif args.reference == "all":

@@ -391,6 +391,150 @@ def lstm_step(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None) -> Tensor
     return make(out, (x_gates, state, w_hh), backward, "lstm_step")
 
 
+# ============================================================================ LSTM layer
+def lstm_layer_reference(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
+                         reverse: bool = False) -> Tensor:
+    """A whole LSTM layer over time as a loop of ``lstm_step`` nodes, one per step: the readable
+    twin of ``lstm_layer`` (same arguments, same result).
+
+    ``x_gates``: ``(T, B, 4H)``, the input's share of the gates for every step; ``state``:
+    ``(B, 2H)``, the initial ``[h | c]``; ``w_hh``: ``(4H, H)``; ``masks`` (optional,
+    ``(T, B, 1)`` of 0/1): rows with 0 at step t keep their state there (padding);
+    ``reverse``: run from step T-1 down to 0. Returns the packed state after every step,
+    ``(T, B, 2H)``: ``[..., :H]`` are the outputs, and the final state is step T-1's (step 0's
+    with ``reverse``).
+    """
+    n_steps = x_gates.shape[0]
+    m = masks.data if isinstance(masks, Tensor) else masks                    # (T, B, 1) or None
+    states = [None] * n_steps
+    for t in (range(n_steps - 1, -1, -1) if reverse else range(n_steps)):
+        state = lstm_step(x_gates[t], state, w_hh, None if m is None else m[t, ...])  # (B, 2H)
+        states[t] = state
+    return ops.stack(states, dim=0)                                           # (T, B, 2H)
+
+
+@fused(reference=lstm_layer_reference)
+def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
+               reverse: bool = False) -> Tensor:
+    """A whole LSTM layer over time in ONE graph node (same arguments and result as
+    ``lstm_layer_reference``): the math of ``lstm_step`` at every step, with its operations in
+    the same order, so the values are the same to the last bit.
+
+    Forward: one loop over time writing into buffers made once, ``acts`` ``(T, B, 4H)`` (the
+    gates i, f, g, o after their nonlinearities), ``tcs`` ``(T, B, H)`` (``tanh(c_t)``) and the
+    result ``states`` ``(T, B, 2H)``; each step's ``h W_hh^T`` is written straight into its slice
+    of ``acts`` and every elementwise operation works in place (``backend.into``).
+
+    Backward: one loop back over time. ``dz`` ``(T, B, 4H)`` is filled step by step and IS the
+    gradient of ``x_gates`` (no per-step slices to gather); the state's gradient is carried in
+    two ``(B, 2H)`` buffers; ``dW_hh`` is ONE matrix product over all steps at the end,
+    ``dz^T [h_prev]`` with the rows in the order the per-step nodes' backward would send them
+    (the last step first, for the forward direction), so that it too is the same to the bit.
+    Per step, with ``gh``, ``gc`` the gradients of ``h_t``, ``c_t`` (from outside plus from step
+    t+1)::
+
+        dc = gc + gh * o * (1 - tanh(c_t)^2)
+        dz_i = dc * g * i (1 - i)     dz_f = dc * c_prev * f (1 - f)
+        dz_g = dc * i * (1 - g^2)     dz_o = gh * tanh(c_t) * o (1 - o)
+        d h_prev = dz W_hh            d c_prev = dc * f
+
+    With ``masks``, a row kept at step t (mask 0) passes its gradient through unchanged and
+    sends none to the gates, as in ``lstm_step``.
+    """
+    xp = B.xp
+    n_steps, batch = x_gates.shape[0], x_gates.shape[1]
+    n = w_hh.shape[1]                                                          # H
+    xg, s0, w = x_gates.data, state.data, w_hh.data
+    wt = xp.matrix_transpose(w)                                                # (H, 4H)
+    states = B.empty((n_steps, batch, 2 * n), like=xg)                         # (T, B, 2H) [h | c]
+    acts = B.empty((n_steps, batch, 4 * n), like=xg)                           # (T, B, 4H) i f g o
+    tcs = B.empty((n_steps, batch, n), like=xg)                                # (T, B, H) tanh(c)
+    scratch = B.empty((batch, n), like=xg)                                     # (B, H)
+    keep = None
+    if masks is not None:
+        m = masks.data if isinstance(masks, Tensor) else masks                 # (T, B, 1) of 0/1
+        keep = m < 0.5                                                         # rows past their end
+    order = range(n_steps - 1, -1, -1) if reverse else range(n_steps)
+
+    def previous(t):
+        """The state step ``t`` starts from: the step before it in ``order``, or ``state``."""
+        first = n_steps - 1 if reverse else 0
+        if t == first:
+            return s0
+        return states[t + 1, ...] if reverse else states[t - 1, ...]          # (B, 2H)
+
+    for t in order:
+        prev = previous(t)
+        z = B.into(acts[t, ...], xp.matmul, prev[:, :n], wt)                   # (B, 4H) h W_hh^T
+        z += xg[t, ...]
+        # sigmoid(z) = (1 + tanh(z / 2)) / 2 for i, f (adjacent blocks) and o; tanh for g
+        for block in (z[:, :2 * n], z[:, 3 * n:]):
+            block *= 0.5
+            B.into(block, xp.tanh, block)
+            block *= 0.5
+            block += 0.5
+        i, f, g, o = z[:, :n], z[:, n:2 * n], z[:, 2 * n:3 * n], z[:, 3 * n:]
+        B.into(g, xp.tanh, g)
+        c = B.into(states[t, :, n:], xp.multiply, f, prev[:, n:])               # f * c_prev
+        c += B.into(scratch, xp.multiply, i, g)                                # + i * g
+        tc = B.into(tcs[t, ...], xp.tanh, c)                                   # (B, H)
+        B.into(states[t, :, :n], xp.multiply, o, tc)                           # h_t = o tanh(c_t)
+        if keep is not None:
+            states[t, ...] = xp.where(keep[t, ...], prev, states[t, ...])      # padding keeps its state
+
+    def backward(grad_states):                                                 # (T, B, 2H)
+        dz = B.empty((n_steps, batch, 4 * n), like=xg)                         # (T, B, 4H) = d x_gates
+        total = B.empty((batch, 2 * n), like=xg)                               # d state_t, all of it
+        carry = None                                                           # d state_t from step t+1
+        dc, tmp = B.empty((batch, n), like=xg), B.empty((batch, n), like=xg)   # (B, H) each
+        for t in reversed(order):
+            g_in = grad_states[t, ...] if carry is None \
+                else B.into(total, xp.add, grad_states[t, ...], carry)         # (B, 2H)
+            go = g_in if keep is None else xp.where(keep[t, ...], 0.0, g_in)
+            gh, gc = go[:, :n], go[:, n:]
+            a = acts[t, ...]
+            i, f, g, o = a[:, :n], a[:, n:2 * n], a[:, 2 * n:3 * n], a[:, 3 * n:]
+            tc, c_prev = tcs[t, ...], previous(t)[:, n:]
+            B.into(dc, xp.multiply, tc, tc)
+            B.into(dc, xp.subtract, 1.0, dc)                                   # 1 - tanh(c)^2
+            dc *= B.into(tmp, xp.multiply, gh, o)
+            dc += gc                                                           # dL/dc_t
+            d = dz[t, ...]                                                     # (B, 4H)
+            di, df, dg, do = d[:, :n], d[:, n:2 * n], d[:, 2 * n:3 * n], d[:, 3 * n:]
+            B.into(di, xp.multiply, dc, g)
+            di *= i
+            di *= B.into(tmp, xp.subtract, 1.0, i)
+            B.into(df, xp.multiply, dc, c_prev)
+            df *= f
+            df *= B.into(tmp, xp.subtract, 1.0, f)
+            B.into(dg, xp.multiply, dc, i)
+            B.into(tmp, xp.multiply, g, g)
+            dg *= B.into(tmp, xp.subtract, 1.0, tmp)
+            B.into(do, xp.multiply, gh, tc)
+            do *= o
+            do *= B.into(tmp, xp.subtract, 1.0, o)
+            if carry is None:
+                carry = B.empty((batch, 2 * n), like=xg)                       # (B, 2H)
+            B.into(carry[:, :n], xp.matmul, d, w)                              # d h_prev = dz W_hh
+            B.into(carry[:, n:], xp.multiply, dc, f)                           # d c_prev = dc * f
+            if keep is not None:
+                carry[...] = xp.where(keep[t, ...], g_in, carry)               # kept rows pass through
+        dw = None
+        if w_hh.requires_grad:        # one product over all steps, rows in the per-step order
+            h0 = xp.expand_dims(s0[:, :n], axis=0)                             # (1, B, H)
+            if reverse:               # steps 0, 1, ..., T-1, each after step t+1 (or the start)
+                left = dz
+                right = xp.concat([states[1:, :, :n], h0], axis=0)
+            else:                     # steps T-1, ..., 0, each after step t-1 (or the start)
+                left = xp.flip(dz, axis=0)
+                right = xp.concat([xp.flip(states[:n_steps - 1, :, :n], axis=0), h0], axis=0)
+            left = xp.reshape(left, (n_steps * batch, 4 * n))                  # (T*B, 4H)
+            right = xp.reshape(right, (n_steps * batch, n))                    # (T*B, H)
+            dw = xp.matmul(xp.matrix_transpose(left), right)                   # (4H, H)
+        return dz, carry if state.requires_grad else None, dw
+    return make(states, (x_gates, state, w_hh), backward, "lstm_layer")
+
+
 def lstm_cell_reference(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
                         b_ih: Tensor | None = None, b_hh: Tensor | None = None):
     """One LSTM step written with primitive ops: the readable twin of ``lstm_cell``.

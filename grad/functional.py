@@ -400,38 +400,43 @@ def lstm_layer_reference(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=Non
     ``x_gates``: ``(T, B, 4H)``, the input's share of the gates for every step; ``state``:
     ``(B, 2H)``, the initial ``[h | c]``; ``w_hh``: ``(4H, H)``; ``masks`` (optional,
     ``(T, B, 1)`` of 0/1): rows with 0 at step t keep their state there (padding);
-    ``reverse``: run from step T-1 down to 0. Returns the packed state after every step,
-    ``(T, B, 2H)``: ``[..., :H]`` are the outputs, and the final state is step T-1's (step 0's
-    with ``reverse``).
+    ``reverse``: run from step T-1 down to 0. Returns ``(2, T, B, H)``: ``[0]`` the hidden
+    states ``h_t`` (the layer's outputs), ``[1]`` the cell states ``c_t``; the final state is
+    step T-1's (step 0's with ``reverse``).
     """
-    n_steps = x_gates.shape[0]
+    n_steps, batch, n = x_gates.shape[0], x_gates.shape[1], w_hh.shape[1]
     m = masks.data if isinstance(masks, Tensor) else masks                    # (T, B, 1) or None
     states = [None] * n_steps
     for t in (range(n_steps - 1, -1, -1) if reverse else range(n_steps)):
         state = lstm_step(x_gates[t], state, w_hh, None if m is None else m[t, ...])  # (B, 2H)
         states[t] = state
-    return ops.stack(states, dim=0)                                           # (T, B, 2H)
+    packed = ops.stack(states, dim=0).reshape(n_steps, batch, 2, n)           # (T, B, 2, H)
+    return ops.permute(packed, (2, 0, 1, 3))                                  # (2, T, B, H)
 
 
 @fused(reference=lstm_layer_reference)
 def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
                reverse: bool = False) -> Tensor:
     """A whole LSTM layer over time in ONE graph node (same arguments and result as
-    ``lstm_layer_reference``): the math of ``lstm_step`` at every step, with its operations in
-    the same order, so the values are the same to the last bit.
+    ``lstm_layer_reference``): the math of ``lstm_step`` at every step, each value computed by
+    the same operations in the same order, so the results are the same to the last bit.
 
-    Forward: one loop over time writing into buffers made once, ``acts`` ``(T, B, 4H)`` (the
-    gates i, f, g, o after their nonlinearities), ``tcs`` ``(T, B, H)`` (``tanh(c_t)``) and the
-    result ``states`` ``(T, B, 2H)``; each step's ``h W_hh^T`` is written straight into its slice
-    of ``acts`` and every elementwise operation works in place (``backend.into``).
+    Forward: one loop over time. Each step's ``h W_hh^T + x_gates[t]`` is made in one ``(B, 4H)``
+    buffer; its first elementwise pass writes each gate into a *gate-major* buffer ``acts``
+    ``(T, 4, B, H)`` (i, f, g, o, each a contiguous ``(B, H)`` block: NumPy runs several times
+    faster on contiguous arrays than on the column blocks of a ``(B, 4H)`` row), where the rest
+    of the step works in place; ``tanh(c_t)`` is kept in ``tcs`` ``(T, B, H)`` and the result
+    ``hc`` ``(2, T, B, H)`` is written step by step (``backend.into``: ``out=`` where the
+    library has it).
 
     Backward: one loop back over time. ``dz`` ``(T, B, 4H)`` is filled step by step and IS the
-    gradient of ``x_gates`` (no per-step slices to gather); the state's gradient is carried in
-    two ``(B, 2H)`` buffers; ``dW_hh`` is ONE matrix product over all steps at the end,
-    ``dz^T [h_prev]`` with the rows in the order the per-step nodes' backward would send them
-    (the last step first, for the forward direction), so that it too is the same to the bit.
-    Per step, with ``gh``, ``gc`` the gradients of ``h_t``, ``c_t`` (from outside plus from step
-    t+1)::
+    gradient of ``x_gates`` (no per-step slices to gather); each gate's product is made in
+    contiguous scratch buffers and only its last factor writes into ``dz``'s column block; the
+    state's gradient is carried in two ``(B, H)`` buffers; ``dW_hh`` is ONE matrix product over
+    all steps at the end, ``dz^T [h_prev]``, with the rows in the order the per-step nodes'
+    backward would send them (the last step first, for the forward direction), so that it too
+    is the same to the bit. Per step, with ``gh``, ``gc`` the gradients of ``h_t``, ``c_t``
+    (from outside plus from step t+1)::
 
         dc = gc + gh * o * (1 - tanh(c_t)^2)
         dz_i = dc * g * i (1 - i)     dz_f = dc * c_prev * f (1 - f)
@@ -446,93 +451,106 @@ def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
     n = w_hh.shape[1]                                                          # H
     xg, s0, w = x_gates.data, state.data, w_hh.data
     wt = xp.matrix_transpose(w)                                                # (H, 4H)
-    states = B.empty((n_steps, batch, 2 * n), like=xg)                         # (T, B, 2H) [h | c]
-    acts = B.empty((n_steps, batch, 4 * n), like=xg)                           # (T, B, 4H) i f g o
+    hc = B.empty((2, n_steps, batch, n), like=xg)                              # (2, T, B, H) h, c
+    acts = B.empty((n_steps, 4, batch, n), like=xg)                            # (T, 4, B, H) i f g o
     tcs = B.empty((n_steps, batch, n), like=xg)                                # (T, B, H) tanh(c)
+    z = B.empty((batch, 4 * n), like=xg)                                       # (B, 4H) one step's
+    z_gates = xp.permute_dims(xp.reshape(z, (batch, 4, n)), (1, 0, 2))         # (4, B, H) view of z
     scratch = B.empty((batch, n), like=xg)                                     # (B, H)
+    h0, c0 = s0[:, :n], s0[:, n:]                                              # (B, H) each
     keep = None
     if masks is not None:
         m = masks.data if isinstance(masks, Tensor) else masks                 # (T, B, 1) of 0/1
         keep = m < 0.5                                                         # rows past their end
     order = range(n_steps - 1, -1, -1) if reverse else range(n_steps)
+    first = n_steps - 1 if reverse else 0
 
     def previous(t):
-        """The state step ``t`` starts from: the step before it in ``order``, or ``state``."""
-        first = n_steps - 1 if reverse else 0
+        """``(h, c)`` that step ``t`` starts from: the step before it in ``order``, or ``state``."""
         if t == first:
-            return s0
-        return states[t + 1, ...] if reverse else states[t - 1, ...]          # (B, 2H)
+            return h0, c0
+        p = t + 1 if reverse else t - 1
+        return hc[0, p, ...], hc[1, p, ...]                                    # (B, H) each
 
     for t in order:
-        prev = previous(t)
-        z = B.into(acts[t, ...], xp.matmul, prev[:, :n], wt)                   # (B, 4H) h W_hh^T
+        h_prev, c_prev = previous(t)
+        B.into(z, xp.matmul, h_prev, wt)                                       # (B, 4H) h W_hh^T
         z += xg[t, ...]
-        # sigmoid(z) = (1 + tanh(z / 2)) / 2 for i, f (adjacent blocks) and o; tanh for g
-        for block in (z[:, :2 * n], z[:, 3 * n:]):
-            block *= 0.5
-            B.into(block, xp.tanh, block)
-            block *= 0.5
-            block += 0.5
-        i, f, g, o = z[:, :n], z[:, n:2 * n], z[:, 2 * n:3 * n], z[:, 3 * n:]
-        B.into(g, xp.tanh, g)
-        c = B.into(states[t, :, n:], xp.multiply, f, prev[:, n:])               # f * c_prev
+        a = acts[t, ...]                                                       # (4, B, H)
+        # sigmoid(v) = (1 + tanh(v / 2)) / 2 for i, f (adjacent blocks) and o; tanh for g
+        for block in (slice(0, 2), slice(3, 4)):
+            sig = B.into(a[block, ...], xp.multiply, 0.5, z_gates[block, ...])
+            B.into(sig, xp.tanh, sig)
+            sig *= 0.5
+            sig += 0.5
+        i, f, o = a[0, ...], a[1, ...], a[3, ...]
+        g = B.into(a[2, ...], xp.tanh, z_gates[2, ...])
+        c = B.into(hc[1, t, ...], xp.multiply, f, c_prev)                      # f * c_prev
         c += B.into(scratch, xp.multiply, i, g)                                # + i * g
         tc = B.into(tcs[t, ...], xp.tanh, c)                                   # (B, H)
-        B.into(states[t, :, :n], xp.multiply, o, tc)                           # h_t = o tanh(c_t)
-        if keep is not None:
-            states[t, ...] = xp.where(keep[t, ...], prev, states[t, ...])      # padding keeps its state
+        B.into(hc[0, t, ...], xp.multiply, o, tc)                              # h_t = o tanh(c_t)
+        if keep is not None:                                                   # padding keeps its state
+            hc[0, t, ...] = xp.where(keep[t, ...], h_prev, hc[0, t, ...])
+            hc[1, t, ...] = xp.where(keep[t, ...], c_prev, hc[1, t, ...])
 
-    def backward(grad_states):                                                 # (T, B, 2H)
+    def backward(grad_hc):                                                     # (2, T, B, H)
         dz = B.empty((n_steps, batch, 4 * n), like=xg)                         # (T, B, 4H) = d x_gates
-        total = B.empty((batch, 2 * n), like=xg)                               # d state_t, all of it
-        carry = None                                                           # d state_t from step t+1
-        dc, tmp = B.empty((batch, n), like=xg), B.empty((batch, n), like=xg)   # (B, H) each
+        dz_gates = xp.permute_dims(xp.reshape(dz, (n_steps, batch, 4, n)), (0, 2, 1, 3))  # (T, 4, B, H)
+        gh_all, gc_all = B.empty((batch, n), like=xg), B.empty((batch, n), like=xg)
+        dc, s1, s2 = (B.empty((batch, n), like=xg) for _ in range(3))         # (B, H) scratch
+        dh = dcp = None                   # d h_prev, d c_prev: sent back by step t+1 to step t
         for t in reversed(order):
-            g_in = grad_states[t, ...] if carry is None \
-                else B.into(total, xp.add, grad_states[t, ...], carry)         # (B, 2H)
-            go = g_in if keep is None else xp.where(keep[t, ...], 0.0, g_in)
-            gh, gc = go[:, :n], go[:, n:]
+            gh_in, gc_in = grad_hc[0, t, ...], grad_hc[1, t, ...]              # (B, H) from outside
+            if dh is not None:
+                gh_in = B.into(gh_all, xp.add, gh_in, dh)
+                gc_in = B.into(gc_all, xp.add, gc_in, dcp)
+            gh, gc = gh_in, gc_in
+            if keep is not None:
+                gh, gc = xp.where(keep[t, ...], 0.0, gh_in), xp.where(keep[t, ...], 0.0, gc_in)
             a = acts[t, ...]
-            i, f, g, o = a[:, :n], a[:, n:2 * n], a[:, 2 * n:3 * n], a[:, 3 * n:]
-            tc, c_prev = tcs[t, ...], previous(t)[:, n:]
+            i, f, g, o = a[0, ...], a[1, ...], a[2, ...], a[3, ...]
+            tc, (_, c_prev) = tcs[t, ...], previous(t)
             B.into(dc, xp.multiply, tc, tc)
             B.into(dc, xp.subtract, 1.0, dc)                                   # 1 - tanh(c)^2
-            dc *= B.into(tmp, xp.multiply, gh, o)
+            dc *= B.into(s1, xp.multiply, gh, o)
             dc += gc                                                           # dL/dc_t
-            d = dz[t, ...]                                                     # (B, 4H)
-            di, df, dg, do = d[:, :n], d[:, n:2 * n], d[:, 2 * n:3 * n], d[:, 3 * n:]
-            B.into(di, xp.multiply, dc, g)
-            di *= i
-            di *= B.into(tmp, xp.subtract, 1.0, i)
-            B.into(df, xp.multiply, dc, c_prev)
-            df *= f
-            df *= B.into(tmp, xp.subtract, 1.0, f)
-            B.into(dg, xp.multiply, dc, i)
-            B.into(tmp, xp.multiply, g, g)
-            dg *= B.into(tmp, xp.subtract, 1.0, tmp)
-            B.into(do, xp.multiply, gh, tc)
-            do *= o
-            do *= B.into(tmp, xp.subtract, 1.0, o)
-            if carry is None:
-                carry = B.empty((batch, 2 * n), like=xg)                       # (B, 2H)
-            B.into(carry[:, :n], xp.matmul, d, w)                              # d h_prev = dz W_hh
-            B.into(carry[:, n:], xp.multiply, dc, f)                           # d c_prev = dc * f
-            if keep is not None:
-                carry[...] = xp.where(keep[t, ...], g_in, carry)               # kept rows pass through
+            d = dz_gates[t, ...]                                               # (4, B, H) view of dz[t]
+            B.into(s1, xp.multiply, dc, g)
+            s1 *= i
+            B.into(d[0, ...], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, i))     # dz_i
+            B.into(s1, xp.multiply, dc, c_prev)
+            s1 *= f
+            B.into(d[1, ...], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, f))     # dz_f
+            B.into(s1, xp.multiply, dc, i)
+            B.into(s2, xp.multiply, g, g)
+            B.into(d[2, ...], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, s2))    # dz_g
+            B.into(s1, xp.multiply, gh, tc)
+            s1 *= o
+            B.into(d[3, ...], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, o))     # dz_o
+            if t == first and not state.requires_grad:
+                break                                                          # nothing to send back
+            if dh is None:
+                dh, dcp = B.empty((batch, n), like=xg), B.empty((batch, n), like=xg)
+            B.into(dh, xp.matmul, dz[t, ...], w)                               # d h_prev = dz W_hh
+            B.into(dcp, xp.multiply, dc, f)                                    # d c_prev = dc * f
+            if keep is not None:                                               # kept rows pass through
+                dh[...] = xp.where(keep[t, ...], gh_in, dh)
+                dcp[...] = xp.where(keep[t, ...], gc_in, dcp)
         dw = None
         if w_hh.requires_grad:        # one product over all steps, rows in the per-step order
-            h0 = xp.expand_dims(s0[:, :n], axis=0)                             # (1, B, H)
+            h_start = xp.expand_dims(h0, axis=0)                               # (1, B, H)
             if reverse:               # steps 0, 1, ..., T-1, each after step t+1 (or the start)
                 left = dz
-                right = xp.concat([states[1:, :, :n], h0], axis=0)
+                right = xp.concat([hc[0, 1:, ...], h_start], axis=0)
             else:                     # steps T-1, ..., 0, each after step t-1 (or the start)
                 left = xp.flip(dz, axis=0)
-                right = xp.concat([xp.flip(states[:n_steps - 1, :, :n], axis=0), h0], axis=0)
+                right = xp.concat([xp.flip(hc[0, :n_steps - 1, ...], axis=0), h_start], axis=0)
             left = xp.reshape(left, (n_steps * batch, 4 * n))                  # (T*B, 4H)
             right = xp.reshape(right, (n_steps * batch, n))                    # (T*B, H)
             dw = xp.matmul(xp.matrix_transpose(left), right)                   # (4H, H)
-        return dz, carry if state.requires_grad else None, dw
-    return make(states, (x_gates, state, w_hh), backward, "lstm_layer")
+        d_state = xp.concat([dh, dcp], axis=1) if state.requires_grad else None  # (B, 2H)
+        return dz, d_state, dw
+    return make(hc, (x_gates, state, w_hh), backward, "lstm_layer")
 
 
 def lstm_cell_reference(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,

@@ -158,11 +158,11 @@ class LSTM(Module):
                     state = Tensor(B.zeros((batch, 2 * n_hidden), like=x_gates.data))
                 else:
                     state = ops.cat([hx[0][k], hx[1][k]], dim=1)            # (B, 2H) = [h | c]
-                states = F.lstm_layer(x_gates, state, w_hh, masks, reverse=bool(suffix))  # (T, B, 2H)
+                hc = F.lstm_layer(x_gates, state, w_hh, masks, reverse=bool(suffix))  # (2, T, B, H)
                 last = 0 if suffix else n_steps - 1                         # where the sweep ends
-                h_n.append(states[last, :, :n_hidden])                      # (B, H)
-                c_n.append(states[last, :, n_hidden:])
-                out = states[:, :, :n_hidden]                               # (T, B, H)
+                h_n.append(hc[0, last])                                     # (B, H)
+                c_n.append(hc[1, last])
+                out = hc[0]                                                 # (T, B, H)
                 if masks is not None:
                     out = out * Tensor(masks)                               # zero at padding
                 direction_outputs.append(out)

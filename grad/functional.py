@@ -450,9 +450,12 @@ def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
     n_steps, batch = x_gates.shape[0], x_gates.shape[1]
     n = w_hh.shape[1]                                                          # H
     xg, s0, w = x_gates.data, state.data, w_hh.data
-    # W_hh^T copied once into its own contiguous array: the T products h W_hh^T then run as
-    # plain (not transposed) ones, faster for small B, with the same values
-    wt = xp.asarray(xp.matrix_transpose(w), copy=True)                         # (H, 4H)
+    # W_hh^T copied once into its own contiguous array when there are several steps: the T
+    # products h W_hh^T then run as plain (not transposed) ones, faster for small B, with the
+    # same values; for one step (generation) the copy would cost more than it saves
+    wt = xp.matrix_transpose(w)                                                # (H, 4H)
+    if n_steps > 1:
+        wt = xp.asarray(wt, copy=True)
     hc = B.empty((2, n_steps, batch, n), like=xg)                              # (2, T, B, H) h, c
     acts = B.empty((n_steps, 4, batch, n), like=xg)                            # (T, 4, B, H) i f g o
     tcs = B.empty((n_steps, batch, n), like=xg)                                # (T, B, H) tanh(c)

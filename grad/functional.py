@@ -460,7 +460,6 @@ def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
     acts = B.empty((n_steps, 4, batch, n), like=xg)                            # (T, 4, B, H) i f g o
     tcs = B.empty((n_steps, batch, n), like=xg)                                # (T, B, H) tanh(c)
     z = B.empty((batch, 4 * n), like=xg)                                       # (B, 4H) one step's
-    z_gates = xp.permute_dims(xp.reshape(z, (batch, 4, n)), (1, 0, 2))         # (4, B, H) view of z
     scratch = B.empty((batch, n), like=xg)                                     # (B, H)
     h0, c0 = s0[:, :n], s0[:, n:]                                              # (B, H) each
     keep = None
@@ -481,6 +480,7 @@ def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
         h_prev, c_prev = previous(t)
         B.into(z, xp.matmul, h_prev, wt)                                       # (B, 4H) h W_hh^T
         z += xg[t, ...]
+        z_gates = xp.permute_dims(xp.reshape(z, (batch, 4, n)), (1, 0, 2))     # (4, B, H), read only
         a = acts[t, ...]                                                       # (4, B, H)
         # sigmoid(v) = (1 + tanh(v / 2)) / 2 for i, f (adjacent blocks) and o; tanh for g
         for block in (slice(0, 2), slice(3, 4)):
@@ -500,7 +500,6 @@ def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
 
     def backward(grad_hc):                                                     # (2, T, B, H)
         dz = B.empty((n_steps, batch, 4 * n), like=xg)                         # (T, B, 4H) = d x_gates
-        dz_gates = xp.permute_dims(xp.reshape(dz, (n_steps, batch, 4, n)), (0, 2, 1, 3))  # (T, 4, B, H)
         gh_all, gc_all = B.empty((batch, n), like=xg), B.empty((batch, n), like=xg)
         dc, s1, s2 = (B.empty((batch, n), like=xg) for _ in range(3))         # (B, H) scratch
         dh = dcp = None                   # d h_prev, d c_prev: sent back by step t+1 to step t
@@ -519,19 +518,19 @@ def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
             B.into(dc, xp.subtract, 1.0, dc)                                   # 1 - tanh(c)^2
             dc *= B.into(s1, xp.multiply, gh, o)
             dc += gc                                                           # dL/dc_t
-            d = dz_gates[t, ...]                                               # (4, B, H) view of dz[t]
+            d = dz[t, ...]                                                     # (B, 4H)
             B.into(s1, xp.multiply, dc, g)
             s1 *= i
-            B.into(d[0, ...], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, i))     # dz_i
+            B.into(d[:, :n], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, i))           # dz_i
             B.into(s1, xp.multiply, dc, c_prev)
             s1 *= f
-            B.into(d[1, ...], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, f))     # dz_f
+            B.into(d[:, n:2 * n], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, f))     # dz_f
             B.into(s1, xp.multiply, dc, i)
             B.into(s2, xp.multiply, g, g)
-            B.into(d[2, ...], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, s2))    # dz_g
+            B.into(d[:, 2 * n:3 * n], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, s2))  # dz_g
             B.into(s1, xp.multiply, gh, tc)
             s1 *= o
-            B.into(d[3, ...], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, o))     # dz_o
+            B.into(d[:, 3 * n:], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, o))       # dz_o
             if t == first and not state.requires_grad:
                 break                                                          # nothing to send back
             if dh is None:

@@ -324,6 +324,27 @@ def exp_(a):
     return xp.exp(a)
 
 
+def empty(shape, like):
+    """An uninitialised array of ``shape`` with the dtype and device of ``like``: a buffer that
+    will be written in full before it is read (the LSTM layer's per-step buffers)."""
+    if _name == "array_api_strict":
+        return xp.empty(shape, dtype=like.dtype, device=like.device)
+    return xp.empty(shape, dtype=like.dtype)
+
+
+def into(out, fn, *args):
+    """``fn(*args)`` written into ``out`` (an array, or a view of one) and ``out`` returned.
+    ``fn`` is a function of the namespace (``xp.matmul``, ``xp.tanh``, ``xp.multiply``, ...).
+    NumPy and CuPy write the result straight into ``out`` (``out=``: no temporary);
+    array_api_strict has no ``out=``, so the result is made and copied in (``out[...] = ...``,
+    which writes through a view into the array it views there, as in NumPy). The values are the
+    same either way."""
+    if _name in ("numpy", "cupy"):
+        return fn(*args, out=out)
+    out[...] = fn(*args)
+    return out
+
+
 def add_at_columns(a, cols, values):
     """``a[n, cols[n]] += values[n]`` for every row ``n`` of the 2-D array ``a``, in place where
     the library can (one element per row, so no index repeats). ``cols``: ``(N,)`` integers;

@@ -391,6 +391,172 @@ def lstm_step(x_gates: Tensor, state: Tensor, w_hh: Tensor, mask=None) -> Tensor
     return make(out, (x_gates, state, w_hh), backward, "lstm_step")
 
 
+# ============================================================================ LSTM layer
+def lstm_layer_reference(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
+                         reverse: bool = False) -> Tensor:
+    """A whole LSTM layer over time as a loop of ``lstm_step`` nodes, one per step: the readable
+    twin of ``lstm_layer`` (same arguments, same result).
+
+    ``x_gates``: ``(T, B, 4H)``, the input's share of the gates for every step; ``state``:
+    ``(B, 2H)``, the initial ``[h | c]``; ``w_hh``: ``(4H, H)``; ``masks`` (optional,
+    ``(T, B, 1)`` of 0/1): rows with 0 at step t keep their state there (padding);
+    ``reverse``: run from step T-1 down to 0. Returns ``(2, T, B, H)``: ``[0]`` the hidden
+    states ``h_t`` (the layer's outputs), ``[1]`` the cell states ``c_t``; the final state is
+    step T-1's (step 0's with ``reverse``).
+    """
+    n_steps, batch, n = x_gates.shape[0], x_gates.shape[1], w_hh.shape[1]
+    m = masks.data if isinstance(masks, Tensor) else masks                    # (T, B, 1) or None
+    states = [None] * n_steps
+    for t in (range(n_steps - 1, -1, -1) if reverse else range(n_steps)):
+        state = lstm_step(x_gates[t], state, w_hh, None if m is None else m[t, ...])  # (B, 2H)
+        states[t] = state
+    packed = ops.stack(states, dim=0).reshape(n_steps, batch, 2, n)           # (T, B, 2, H)
+    return ops.permute(packed, (2, 0, 1, 3))                                  # (2, T, B, H)
+
+
+@fused(reference=lstm_layer_reference)
+def lstm_layer(x_gates: Tensor, state: Tensor, w_hh: Tensor, masks=None,
+               reverse: bool = False) -> Tensor:
+    """A whole LSTM layer over time in ONE graph node (same arguments and result as
+    ``lstm_layer_reference``): the math of ``lstm_step`` at every step, each value computed by
+    the same operations in the same order, so the results are the same to the last bit.
+
+    Forward: one loop over time. Each step's ``h W_hh^T + x_gates[t]`` is made in one ``(B, 4H)``
+    buffer; its first elementwise pass writes each gate into a *gate-major* buffer ``acts``
+    ``(T, 4, B, H)`` (i, f, g, o, each a contiguous ``(B, H)`` block: NumPy runs several times
+    faster on contiguous arrays than on the column blocks of a ``(B, 4H)`` row), where the rest
+    of the step works in place; ``tanh(c_t)`` is kept in ``tcs`` ``(T, B, H)`` and the result
+    ``hc`` ``(2, T, B, H)`` is written step by step (``backend.into``: ``out=`` where the
+    library has it).
+
+    Backward: one loop back over time. ``dz`` ``(T, B, 4H)`` is filled step by step and IS the
+    gradient of ``x_gates`` (no per-step slices to gather); each gate's product is made in
+    contiguous scratch buffers and only its last factor writes into ``dz``'s column block; the
+    state's gradient is carried in two ``(B, H)`` buffers; ``dW_hh`` is ONE matrix product over
+    all steps at the end, ``dz^T [h_prev]``, with the rows in the order the per-step nodes'
+    backward would send them (the last step first, for the forward direction), so that it too
+    is the same to the bit. Per step, with ``gh``, ``gc`` the gradients of ``h_t``, ``c_t``
+    (from outside plus from step t+1)::
+
+        dc = gc + gh * o * (1 - tanh(c_t)^2)
+        dz_i = dc * g * i (1 - i)     dz_f = dc * c_prev * f (1 - f)
+        dz_g = dc * i * (1 - g^2)     dz_o = gh * tanh(c_t) * o (1 - o)
+        d h_prev = dz W_hh            d c_prev = dc * f
+
+    With ``masks``, a row kept at step t (mask 0) passes its gradient through unchanged and
+    sends none to the gates, as in ``lstm_step``.
+    """
+    xp = B.xp
+    n_steps, batch = x_gates.shape[0], x_gates.shape[1]
+    n = w_hh.shape[1]                                                          # H
+    xg, s0, w = x_gates.data, state.data, w_hh.data
+    # W_hh^T copied once into its own contiguous array when there are several steps: the T
+    # products h W_hh^T then run as plain (not transposed) ones, faster for small B, with the
+    # same values; for one step (generation) the copy would cost more than it saves
+    wt = xp.matrix_transpose(w)                                                # (H, 4H)
+    if n_steps > 1:
+        wt = xp.asarray(wt, copy=True)
+    hc = B.empty((2, n_steps, batch, n), like=xg)                              # (2, T, B, H) h, c
+    acts = B.empty((n_steps, 4, batch, n), like=xg)                            # (T, 4, B, H) i f g o
+    tcs = B.empty((n_steps, batch, n), like=xg)                                # (T, B, H) tanh(c)
+    z = B.empty((batch, 4 * n), like=xg)                                       # (B, 4H) one step's
+    scratch = B.empty((batch, n), like=xg)                                     # (B, H)
+    h0, c0 = s0[:, :n], s0[:, n:]                                              # (B, H) each
+    keep = None
+    if masks is not None:
+        m = masks.data if isinstance(masks, Tensor) else masks                 # (T, B, 1) of 0/1
+        keep = m < 0.5                                                         # rows past their end
+    order = range(n_steps - 1, -1, -1) if reverse else range(n_steps)
+    first = n_steps - 1 if reverse else 0
+
+    def previous(t):
+        """``(h, c)`` that step ``t`` starts from: the step before it in ``order``, or ``state``."""
+        if t == first:
+            return h0, c0
+        p = t + 1 if reverse else t - 1
+        return hc[0, p, ...], hc[1, p, ...]                                    # (B, H) each
+
+    for t in order:
+        h_prev, c_prev = previous(t)
+        B.into(z, xp.matmul, h_prev, wt)                                       # (B, 4H) h W_hh^T
+        z += xg[t, ...]
+        z_gates = xp.permute_dims(xp.reshape(z, (batch, 4, n)), (1, 0, 2))     # (4, B, H), read only
+        a = acts[t, ...]                                                       # (4, B, H)
+        # sigmoid(v) = (1 + tanh(v / 2)) / 2 for i, f (adjacent blocks) and o; tanh for g
+        for block in (slice(0, 2), slice(3, 4)):
+            sig = B.into(a[block, ...], xp.multiply, 0.5, z_gates[block, ...])
+            B.into(sig, xp.tanh, sig)
+            sig *= 0.5
+            sig += 0.5
+        i, f, o = a[0, ...], a[1, ...], a[3, ...]
+        g = B.into(a[2, ...], xp.tanh, z_gates[2, ...])
+        c = B.into(hc[1, t, ...], xp.multiply, f, c_prev)                      # f * c_prev
+        c += B.into(scratch, xp.multiply, i, g)                                # + i * g
+        tc = B.into(tcs[t, ...], xp.tanh, c)                                   # (B, H)
+        B.into(hc[0, t, ...], xp.multiply, o, tc)                              # h_t = o tanh(c_t)
+        if keep is not None:                                                   # padding keeps its state
+            hc[0, t, ...] = xp.where(keep[t, ...], h_prev, hc[0, t, ...])
+            hc[1, t, ...] = xp.where(keep[t, ...], c_prev, hc[1, t, ...])
+
+    def backward(grad_hc):                                                     # (2, T, B, H)
+        dz = B.empty((n_steps, batch, 4 * n), like=xg)                         # (T, B, 4H) = d x_gates
+        gh_all, gc_all = B.empty((batch, n), like=xg), B.empty((batch, n), like=xg)
+        dc, s1, s2 = (B.empty((batch, n), like=xg) for _ in range(3))         # (B, H) scratch
+        dh = dcp = None                   # d h_prev, d c_prev: sent back by step t+1 to step t
+        for t in reversed(order):
+            gh_in, gc_in = grad_hc[0, t, ...], grad_hc[1, t, ...]              # (B, H) from outside
+            if dh is not None:
+                gh_in = B.into(gh_all, xp.add, gh_in, dh)
+                gc_in = B.into(gc_all, xp.add, gc_in, dcp)
+            gh, gc = gh_in, gc_in
+            if keep is not None:
+                gh, gc = xp.where(keep[t, ...], 0.0, gh_in), xp.where(keep[t, ...], 0.0, gc_in)
+            a = acts[t, ...]
+            i, f, g, o = a[0, ...], a[1, ...], a[2, ...], a[3, ...]
+            tc, (_, c_prev) = tcs[t, ...], previous(t)
+            B.into(dc, xp.multiply, tc, tc)
+            B.into(dc, xp.subtract, 1.0, dc)                                   # 1 - tanh(c)^2
+            dc *= B.into(s1, xp.multiply, gh, o)
+            dc += gc                                                           # dL/dc_t
+            d = dz[t, ...]                                                     # (B, 4H)
+            B.into(s1, xp.multiply, dc, g)
+            s1 *= i
+            B.into(d[:, :n], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, i))           # dz_i
+            B.into(s1, xp.multiply, dc, c_prev)
+            s1 *= f
+            B.into(d[:, n:2 * n], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, f))     # dz_f
+            B.into(s1, xp.multiply, dc, i)
+            B.into(s2, xp.multiply, g, g)
+            B.into(d[:, 2 * n:3 * n], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, s2))  # dz_g
+            B.into(s1, xp.multiply, gh, tc)
+            s1 *= o
+            B.into(d[:, 3 * n:], xp.multiply, s1, B.into(s2, xp.subtract, 1.0, o))       # dz_o
+            if t == first and not state.requires_grad:
+                break                                                          # nothing to send back
+            if dh is None:
+                dh, dcp = B.empty((batch, n), like=xg), B.empty((batch, n), like=xg)
+            B.into(dh, xp.matmul, dz[t, ...], w)                               # d h_prev = dz W_hh
+            B.into(dcp, xp.multiply, dc, f)                                    # d c_prev = dc * f
+            if keep is not None:                                               # kept rows pass through
+                dh[...] = xp.where(keep[t, ...], gh_in, dh)
+                dcp[...] = xp.where(keep[t, ...], gc_in, dcp)
+        dw = None
+        if w_hh.requires_grad:        # one product over all steps, rows in the per-step order
+            h_start = xp.expand_dims(h0, axis=0)                               # (1, B, H)
+            if reverse:               # steps 0, 1, ..., T-1, each after step t+1 (or the start)
+                left = dz
+                right = xp.concat([hc[0, 1:, ...], h_start], axis=0)
+            else:                     # steps T-1, ..., 0, each after step t-1 (or the start)
+                left = xp.flip(dz, axis=0)
+                right = xp.concat([xp.flip(hc[0, :n_steps - 1, ...], axis=0), h_start], axis=0)
+            left = xp.reshape(left, (n_steps * batch, 4 * n))                  # (T*B, 4H)
+            right = xp.reshape(right, (n_steps * batch, n))                    # (T*B, H)
+            dw = xp.matmul(xp.matrix_transpose(left), right)                   # (4H, H)
+        d_state = xp.concat([dh, dcp], axis=1) if state.requires_grad else None  # (B, 2H)
+        return dz, d_state, dw
+    return make(hc, (x_gates, state, w_hh), backward, "lstm_layer")
+
+
 def lstm_cell_reference(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
                         b_ih: Tensor | None = None, b_hh: Tensor | None = None):
     """One LSTM step written with primitive ops: the readable twin of ``lstm_cell``.

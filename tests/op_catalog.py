@@ -675,6 +675,37 @@ def _run_lstm_step(x_gates, state, w_hh, mask):
 op("lstm_step", lstm_step_case(), _np_lstm_step, _run_lstm_step)
 
 
+@st.composite
+def lstm_layer_case(draw):
+    t, b, h = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    masks = None
+    if draw(st.booleans()):                       # lengths 0..T per row, as nn.LSTM makes them
+        lengths = np.asarray(draw(st.lists(st.integers(0, t), min_size=b, max_size=b)))
+        masks = (np.arange(t)[:, None] < lengths[None, :]).astype(np.float64)[:, :, None]
+    return Case((draw(arrays((t, b, 4 * h), -1.5, 1.5)), draw(arrays((b, 2 * h), -1.5, 1.5)),
+                 draw(arrays((4 * h, h), -1.5, 1.5))),
+                {"masks": masks, "reverse": draw(st.booleans())})
+
+
+def _np_lstm_layer(x_gates, state, w_hh, masks, reverse):
+    n_steps, n = x_gates.shape[0], w_hh.shape[1]
+    states = [None] * n_steps
+    for t in (range(n_steps - 1, -1, -1) if reverse else range(n_steps)):
+        state = _np_lstm_step(x_gates[t], state, w_hh, None if masks is None else masks[t])
+        states[t] = state
+    hc = np.stack(states)                                            # (T, B, 2H)
+    return np.stack([hc[:, :, :n], hc[:, :, n:]])                     # (2, T, B, H)
+
+
+def _run_lstm_layer(x_gates, state, w_hh, masks, reverse):
+    if masks is not None:
+        masks = grad.tensor(masks.astype(grad.backend.dtype_name(state.dtype))).data
+    return F.lstm_layer(x_gates, state, w_hh, masks, reverse=reverse)
+
+
+op("lstm_layer", lstm_layer_case(), _np_lstm_layer, _run_lstm_layer)
+
+
 # ================================================================== transformer layers' math
 @st.composite
 def layer_norm_case(draw):

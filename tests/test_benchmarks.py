@@ -223,8 +223,8 @@ def test_workers_run_each_framework_at_its_defaults_with_only_its_thread_count_s
             assert seen["torch_threads"] == 2 and seen["torch_interop_threads"] >= 1
 
 
-STEP_FUSED = {"accumulate", "getitem", "cross_entropy", "linear", "lstm_step", "attention_lookup",
-              "adam_step", "clip_gradients"}
+STEP_FUSED = {"accumulate", "getitem", "cross_entropy", "linear", "lstm_layer", "lstm_step",
+              "attention_lookup", "adam_step", "clip_gradients"}
 
 
 def test_optimisations_on_tiny_times_every_variant_and_checks_what_it_ran(tmp_path):
@@ -271,7 +271,7 @@ def test_profile_step_on_tiny_counts_each_fused_function_once_per_graph_node(tmp
     r = json.loads(out_json.read_text())
     assert set(r["fused_used"]) == STEP_FUSED
     rows = {row["function"]: row for row in r["rows"]}
-    for op in ("linear", "lstm_step", "attention_lookup", "cross_entropy"):
+    for op in ("linear", "lstm_layer", "lstm_step", "attention_lookup", "cross_entropy"):
         forward = rows[f"grad.functional.{op}, forward"]
         assert forward["calls_per_step"] == r["graph_nodes_by_op"][op] > 0, op
         assert rows[f"grad.functional.{op}, backward"]["calls_per_step"] == forward["calls_per_step"]

@@ -349,3 +349,84 @@ def test_cell_steps_reproduce_forward_over_a_sequence(backend):
             lstm.layer_weights(2)
         with pytest.raises(ValueError, match="bidirectional"):
             nn.LSTM(3, 4).layer_weights(0, reverse=True)
+
+
+# ------------------------------------------------------------------------ the whole-layer node
+def _graph_ops(t) -> list:
+    """The op name of every node in the graph behind ``t`` (each node once)."""
+    seen, todo, names = set(), [t], []
+    while todo:
+        node = todo.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            names.append(node._op)
+            todo.extend(node._parents)
+    return names
+
+
+def _float32_run(backend, bidirectional, lengths, with_hx, only):
+    """Outputs, final states and every gradient (parameters, input, initial state) of a float32
+    2-layer LSTM, with ``only`` (a set of fused-function names) on its reference path."""
+    with B.use(backend):
+        lstm = nn.LSTM(5, 12, num_layers=2, bidirectional=bidirectional, batch_first=True,
+                       generator=grad.Generator(3))
+        n_states = 4 if bidirectional else 2
+        x = grad.tensor(rand((6, 7, 5), 1).astype(np.float32), requires_grad=True)
+        hx = None
+        if with_hx:
+            hx = tuple(grad.tensor(rand((n_states, 6, 12), s).astype(np.float32), requires_grad=True)
+                       for s in (2, 3))
+        lens = None if lengths is None else grad.tensor(np.array(lengths))
+        with grad.reference_mode(only=only) if only else grad.reference_mode(False):
+            out, (h_n, c_n) = lstm(x, hx=hx, lengths=lens)
+            loss = (out * grad.tensor(rand(out.shape, 4).astype(np.float32))).sum() \
+                + (h_n * grad.tensor(rand(h_n.shape, 5).astype(np.float32))).sum() \
+                + (c_n * grad.tensor(rand(c_n.shape, 6).astype(np.float32))).sum()
+            ops_seen = _graph_ops(loss)                   # before backward() frees the graph
+            loss.backward()
+        arrays = [out.numpy(), h_n.numpy(), c_n.numpy(), host(x.grad)]
+        arrays += [host(p.grad) for p in lstm.parameters()]
+        arrays += [] if hx is None else [host(t.grad) for t in hx]
+        return arrays, ops_seen
+
+
+@backends
+@pytest.mark.parametrize("bidirectional,lengths,with_hx", [
+    (False, None, False),
+    (False, None, True),
+    (True, [7, 3, 0, 5, 7, 1], False),
+    (True, [7, 3, 0, 5, 7, 1], True),
+])
+def test_layer_node_gives_the_per_step_path_to_the_bit(backend, bidirectional, lengths, with_hx):
+    """``lstm_layer`` (one node per layer and direction) against the loop of ``lstm_step`` nodes
+    it replaces (its reference, the previous fast path), in float32: the outputs, ``h_n``,
+    ``c_n`` and the gradients of every parameter, of the input and of ``hx`` are bitwise equal
+    (the same operations in the same order, ``dW_hh``'s rows included), with and without
+    lengths, reverse directions and an initial state."""
+    fast, fast_ops = _float32_run(backend, bidirectional, lengths, with_hx, None)
+    per_step, step_ops = _float32_run(backend, bidirectional, lengths, with_hx, {"lstm_layer"})
+    n_layers = 4 if bidirectional else 2
+    assert fast_ops.count("lstm_layer") == n_layers and "lstm_step" not in fast_ops
+    assert step_ops.count("lstm_step") == 7 * n_layers and "lstm_layer" not in step_ops
+    assert len(fast) == len(per_step)
+    for k, (a, b) in enumerate(zip(fast, per_step)):
+        assert a.dtype == np.float32 and a.shape == b.shape
+        assert np.array_equal(a, b), f"array {k} differs by up to {np.max(np.abs(a - b))}"
+
+
+@backends
+def test_layer_node_stepped_one_time_step_at_a_time_equals_one_call(backend):
+    """How the language model generates: ``T = 1`` calls carrying ``(h, c)`` (under ``no_grad``)
+    give the same outputs and final state as one call over the whole sequence."""
+    with B.use(backend):
+        lstm = nn.LSTM(3, 4, num_layers=2, batch_first=True, generator=grad.Generator(0))
+        x = grad.tensor(rand((2, 5, 3), 7).astype(np.float32))
+        with grad.no_grad():
+            whole, (h_n, c_n) = lstm(x)
+            state, outs = None, []
+            for t in range(5):
+                out, state = lstm(x[:, t:t + 1], hx=state)                    # (B, 1, H)
+                outs.append(out)
+        np.testing.assert_array_equal(grad.cat(outs, dim=1).numpy(), whole.numpy())
+        np.testing.assert_array_equal(state[0].numpy(), h_n.numpy())
+        np.testing.assert_array_equal(state[1].numpy(), c_n.numpy())

@@ -81,6 +81,7 @@ import minis2s.models.encoder                                 # noqa: E402,F401 
 REGISTERED = {"grad.accumulate.accumulate", "grad.ops.getitem", "grad.ops.topk", "grad.functional.softmax",
               "grad.functional.log_softmax", "grad.functional.cross_entropy",
               "grad.functional.linear", "grad.functional.lstm_step", "grad.functional.lstm_cell",
+              "grad.functional.lstm_layer",
               "grad.functional.attention_lookup", "grad.functional.layer_norm",
               "grad.functional.scaled_dot_product_attention",
               "grad.functional.multi_head_attention", "grad.optim.adam_update",
@@ -148,6 +149,16 @@ def _case_lstm_step(masked):
     return fn, _leaves(3, (3, 16), (3, 8), (16, 4))
 
 
+def _case_lstm_layer(masked, reverse):
+    """Three steps of a layer with H = 2 on a batch of 3; masked: lengths 3, 1 and 0."""
+    lengths = np.array([3, 1, 0])
+    mask = (np.arange(3)[:, None] < lengths[None, :]).astype(float)[:, :, None] if masked else None
+    def fn(x_gates, state, w_hh):
+        return F.lstm_layer(x_gates, state, w_hh, None if mask is None else grad.tensor(mask).data,
+                            reverse=reverse)
+    return fn, _leaves(10, (3, 3, 8), (3, 4), (8, 2))
+
+
 def _case_lstm_cell():
     return (lambda x, h, c, w_ih, w_hh, b_ih, b_hh: F.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh),
             _leaves(4, (3, 5), (3, 4), (3, 4), (16, 5), (16, 4), (16,), (16,)))
@@ -199,6 +210,8 @@ PAIR_CASES = {
     "lstm_step": lambda: _case_lstm_step(False),
     "lstm_step-masked": lambda: _case_lstm_step(True),
     "lstm_cell": _case_lstm_cell,
+    "lstm_layer": lambda: _case_lstm_layer(False, False),
+    "lstm_layer-masked-reverse": lambda: _case_lstm_layer(True, True),
     "attention_lookup": _case_attention,
     "accumulate-recurrent-weight": _case_recurrent_weight,
     "layer_norm": lambda: (lambda x, w, b: F.layer_norm(x, 4, w, b), _leaves(2, (2, 3, 4), (4,), (4,))),
@@ -319,7 +332,8 @@ ALLOWED_IN_ACCUMULATE = {acc.accumulate_reference.__code__}
 
 def _small_training_step():
     """One training step of a tiny attention model: an LSTM layer over a padded source (its
-    ``lstm_step``), an attention lookup, an LSTM cell, linear layers, slices, cross-entropy,
+    ``lstm_layer``; its reference, ``lstm_step`` per step), an attention lookup, an LSTM cell (its
+    ``lstm_step``) and a step of ``lstm_step`` called directly, linear layers, slices, cross-entropy,
     backward, clipping and an Adam step. Returns the loss, the gradients and the new parameters."""
     gen = grad.Generator(0)
     rnn = nn.LSTM(3, 4, batch_first=True, generator=gen, dtype="float64")
@@ -334,7 +348,11 @@ def _small_training_step():
     memory, (h_n, c_n) = rnn(x, lengths=lengths)                          # (2, 5, 4)
     pad = B.from_numpy(np.array([[False] * 5, [False] * 3 + [True] * 2]))
     context, _ = F.attention_lookup(query(h_n[0]), memory, pad)           # (2, 4)
-    h, _ = cell(context, (h_n[0], c_n[0]))
+    h, c = cell(context, (h_n[0], c_n[0]))
+    # a second step as the seq2seq decoder's fast path takes it: lstm_step on the packed state
+    state = F.lstm_step(F.linear(h, cell.weight_ih, cell.bias_ih), grad.cat([h, c], dim=1),
+                        cell.weight_hh)                                   # (2, 8)
+    h = state[:, :4]
     logits = out(grad.stack([h, memory[:, 0]], dim=1).reshape(4, 4))      # (4, 6)
     loss = F.cross_entropy(logits, grad.tensor(np.array([1, 0, 5, 2])), ignore_index=0,
                            label_smoothing=0.1)
@@ -377,8 +395,8 @@ def test_a_training_step_in_reference_mode_enters_no_fast_path_and_no_bookkeepin
                    if c.co_filename == ACCUMULATE_FILE and c not in ALLOWED_IN_ACCUMULATE}
     assert not ref_entered & FAST_CODE, names(ref_entered & FAST_CODE)
     assert not bookkeeping, names(bookkeeping)
-    used = {"lstm_step", "attention_lookup", "lstm_cell", "linear", "getitem", "cross_entropy",
-            "accumulate", "adam_step", "clip_gradients"}          # Adam on its flat buffer
+    used = {"lstm_layer", "lstm_step", "attention_lookup", "lstm_cell", "linear", "getitem",
+            "cross_entropy", "accumulate", "adam_step", "clip_gradients"}          # Adam on its flat buffer
     fast = {f.__code__ for f in fused_functions() if f.__name__ in used}
     reference = {getattr(sys.modules[f.__module__], f.__name__).reference.__code__
                  for f in fused_functions() if f.__name__ in used}
@@ -470,7 +488,7 @@ def test_only_refuses_unknown_names_and_choices_that_break_a_fast_twin():
             assert name in {f.__name__ for f in fused_functions()}, (fast.__name__, name)
 
 
-STEP_FUSED = ("lstm_step", "attention_lookup", "lstm_cell", "linear", "getitem", "cross_entropy",
+STEP_FUSED = ("lstm_layer", "lstm_step", "attention_lookup", "lstm_cell", "linear", "getitem", "cross_entropy",
               "accumulate", "adam_step", "clip_gradients")
 
 

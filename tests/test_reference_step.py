@@ -171,7 +171,7 @@ def test_a_reference_mode_step_enters_no_fused_function_and_no_accumulation_book
         f"reference mode entered accumulation bookkeeping: {sorted(accumulate)}"
     # ...and the same trace on the fast path does enter fused functions (the check can fail).
     fast = _entered_during(lambda: _seq2seq_step(False, 1.0))
-    assert {"lstm_step", "attention_lookup", "cross_entropy"} <= {
+    assert {"lstm_layer", "lstm_step", "attention_lookup", "cross_entropy"} <= {
         name for code, name in fused.items() if code in fast}
 
 

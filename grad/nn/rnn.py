@@ -11,8 +11,9 @@ with the four gate blocks stacked in the order i, f, g, o. All are initialised u
 ``[-1/sqrt(H), 1/sqrt(H)]`` (PyTorch's default).
 
 The layer computes the input's share of the gates for *all* time steps with one matrix product
-and runs only ``h @ W_hh^T`` inside the time loop, one fused node (``grad.functional.lstm_step``)
-per step.
+and runs only ``h @ W_hh^T`` inside the time loop: one fused node per layer and direction
+(``grad.functional.lstm_layer``); under ``grad.reference_mode()`` its readable twin, one
+``lstm_step`` node per time step.
 """
 from __future__ import annotations
 
@@ -157,15 +158,11 @@ class LSTM(Module):
                     state = Tensor(B.zeros((batch, 2 * n_hidden), like=x_gates.data))
                 else:
                     state = ops.cat([hx[0][k], hx[1][k]], dim=1)            # (B, 2H) = [h | c]
-                steps = range(n_steps - 1, -1, -1) if suffix else range(n_steps)
-                states = [None] * n_steps
-                for t in steps:
-                    mask_t = None if masks is None else masks[t, ...]       # (B, 1)
-                    state = F.lstm_step(x_gates[t], state, w_hh, mask_t)    # (B, 2H)
-                    states[t] = state
-                h_n.append(state[:, :n_hidden])
-                c_n.append(state[:, n_hidden:])
-                out = ops.stack(states, dim=0)[:, :, :n_hidden]             # (T, B, H)
+                hc = F.lstm_layer(x_gates, state, w_hh, masks, reverse=bool(suffix))  # (2, T, B, H)
+                last = 0 if suffix else n_steps - 1                         # where the sweep ends
+                h_n.append(hc[0, last])                                     # (B, H)
+                c_n.append(hc[1, last])
+                out = hc[0]                                                 # (T, B, H)
                 if masks is not None:
                     out = out * Tensor(masks)                               # zero at padding
                 direction_outputs.append(out)

@@ -592,6 +592,21 @@ def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
 
 
 # ============================================================================ attention
+def attention_arrays(q, mem, pad_mask=None):
+    """The forward of ``attention_lookup`` on plain arrays (no graph node): ``q`` ``(B, H)``,
+    ``mem`` ``(B, S, H)``, ``pad_mask`` ``(B, S)`` bool or None -> ``(a (B, S), context (B, H))``.
+    Shared by the fused node and the inference decoder step
+    (``minis2s.models.decoder.decoder_step``)."""
+    xp = B.xp
+    scores = xp.matmul(mem, q[:, :, None])[:, :, 0]                          # (B, S)
+    if pad_mask is not None:
+        scores = xp.where(pad_mask, B.full((), float("-inf"), like=scores), scores)
+    z = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
+    a = z / xp.sum(z, axis=1, keepdims=True)                                  # (B, S)
+    context = xp.matmul(a[:, None, :], mem)[:, 0, :]                          # (B, H)
+    return a, context
+
+
 def attention_lookup_reference(query: Tensor, memory: Tensor, pad_mask=None):
     """Dot-product attention for one decoder step, written with ops: the readable twin of
     ``attention_lookup`` (same arguments, same results)::
@@ -632,12 +647,7 @@ def attention_lookup(query: Tensor, memory: Tensor, pad_mask=None):
     """
     xp = B.xp
     q, mem = query.data, memory.data
-    scores = xp.matmul(mem, q[:, :, None])[:, :, 0]                          # (B, S)
-    if pad_mask is not None:
-        scores = xp.where(pad_mask, B.full((), float("-inf"), like=scores), scores)
-    z = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
-    a = z / xp.sum(z, axis=1, keepdims=True)                                  # (B, S)
-    context = xp.matmul(a[:, None, :], mem)[:, 0, :]                          # (B, H)
+    a, context = attention_arrays(q, mem, pad_mask)                           # (B, S), (B, H)
 
     def backward(gc):
         ga = xp.matmul(mem, gc[:, :, None])[:, :, 0]                          # (B, S)

@@ -289,12 +289,7 @@ def decoder_step(decoder: Decoder, y_prev: Tensor, feed: Tensor, states: list, m
     if decoder.attention is not None:
         mem = memory.data                                                 # (N, S, H)
         q = x if p["query"] is None else xp.matmul(x, p["query"])        # (N, H)
-        scores = xp.matmul(mem, q[:, :, None])[:, :, 0]                   # (N, S)
-        if pad_mask is not None:
-            scores = xp.where(pad_mask, B.full((), float("-inf"), like=scores), scores)
-        e = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
-        a = e / xp.sum(e, axis=1, keepdims=True)                          # (N, S)
-        context = xp.matmul(a[:, None, :], mem)[:, 0, :]                  # (N, H)
+        a, context = F.attention_arrays(q, mem, pad_mask)                 # (N, S), (N, H)
         h_tilde = xp.tanh(xp.matmul(xp.concat([x, context], axis=1), p["combine"]))  # (N, H)
         a = Tensor(a)
     logits = xp.matmul(h_tilde, p["out"])                                 # (N, V), fresh

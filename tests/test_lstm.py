@@ -175,6 +175,10 @@ def test_lstm_argument_errors(backend):
         x = grad.tensor(np.zeros((2, 4, 3), np.float32))
         with pytest.raises(ValueError, match="input of shape"):
             lstm(grad.tensor(np.zeros((2, 4, 5), np.float32)))
+        with pytest.raises(ValueError, match="at least one time step"):     # T = 0, batch first
+            lstm(grad.tensor(np.zeros((2, 0, 3), np.float32)))
+        with pytest.raises(ValueError, match="at least one time step"):     # T = 0, time major
+            nn.LSTM(3, 2)(grad.tensor(np.zeros((0, 2, 3), np.float32)))
         with pytest.raises(ValueError, match="lengths must be in"):
             lstm(x, lengths=grad.tensor(np.array([5, 1])))
         with pytest.raises(ValueError, match="lengths must have shape"):

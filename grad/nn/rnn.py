@@ -133,6 +133,8 @@ class LSTM(Module):
         if x.ndim != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"LSTM expects input of shape ({'B, T' if self.batch_first else 'T, B'}, "
                              f"{self.input_size}), got {x.shape}")
+        if x.shape[1 if self.batch_first else 0] == 0:
+            raise ValueError(f"LSTM expects at least one time step, got input of shape {x.shape}")
         if self.batch_first:
             x = ops.permute(x, (1, 0, 2))                                  # (T, B, in)
         n_steps, batch, n_hidden = x.shape[0], x.shape[1], self.hidden_size

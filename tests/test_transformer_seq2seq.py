@@ -263,8 +263,9 @@ def test_a_transformer_run_resumes_translates_evaluates_and_plots(tmp_path, monk
     assert config["model"]["arch"] == "transformer" and config["train"]["arch"] == "transformer"
     assert config["model"]["share_embeddings"] is True
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
-    assert log[0]["lr"] == pytest.approx(3e-3 * math.sqrt(4 / 4))          # step 4: the peak
-    assert log[2]["lr"] == pytest.approx(3e-3 * math.sqrt(4 / 12))
+    peak = TrainConfig(arch="transformer").lr                              # the default --lr
+    assert log[0]["lr"] == pytest.approx(peak * math.sqrt(4 / 4))          # step 4: the peak
+    assert log[2]["lr"] == pytest.approx(peak * math.sqrt(4 / 12))
     (tmp_path / "in.txt").write_text("a b c\nd e\n")
     capsys.readouterr()
     assert cli.main(["translate", "--model", "run", "--input", "in.txt", "--beam-size", "3",

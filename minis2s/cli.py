@@ -121,7 +121,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     opt.add_argument("--tf-min", type=_unit_float, default=d.tf_min, help="floor of the decayed ratio")
     opt.add_argument("--max-grad-norm", type=_positive_float, default=d.max_grad_norm)
     opt.add_argument("--nan-policy", choices=["stop", "skip"], default=d.nan_policy)
-    opt.add_argument("--select-metric", choices=["loss", "exact_match", "bleu"], default=d.select_metric)
+    opt.add_argument("--select-metric", choices=["loss", "exact_match", "bleu"],
+                     help="the valid score that picks the best epoch (default: "
+                          f"{ARCH_DEFAULTS['lstm']['select_metric']}; a Transformer: "
+                          f"{tdef['select_metric']})")
     run = t.add_argument_group("run")
     run.add_argument("--seed", type=_nonneg_int, default=d.seed)
     run.add_argument("--device", choices=["cpu", "cuda"], default=d.device)

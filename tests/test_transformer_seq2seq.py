@@ -201,8 +201,10 @@ def test_train_config_fills_each_architectures_defaults():
     assert (tr.emb_size, tr.heads, tr.encoder_layers, tr.decoder_layers, tr.ff_size) == \
         (128, 4, 3, 3, 512)
     assert (tr.dropout, tr.label_smoothing, tr.positions) == (0.1, 0.1, "sinusoidal")
-    assert (tr.lr, tr.warmup_steps, tr.epochs, tr.select_metric) == (3e-3, 150, 6, "loss")
+    assert (tr.lr, tr.warmup_steps, tr.epochs, tr.select_metric) == (2e-3, 150, 6, "bleu")
     assert TrainConfig(arch="transformer", epochs=2, lr=1e-3).epochs == 2   # given: kept
+    assert TrainConfig(arch="transformer", select_metric="loss").select_metric == "loss"
+    assert TrainConfig(select_metric="exact_match").select_metric == "exact_match"
 
 
 def test_the_transformer_defaults_are_the_ones_the_readme_and_the_help_state(capsys):
@@ -212,15 +214,19 @@ def test_the_transformer_defaults_are_the_ones_the_readme_and_the_help_state(cap
     tr, lstm = TrainConfig(arch="transformer"), TrainConfig()
     assert tr.warmup_steps <= 20000 // tr.batch_size
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    peak = f"{tr.lr:.0e}".replace("e-0", "e-")                               # 3e-3
+    peak = f"{tr.lr:.0e}".replace("e-0", "e-")                               # 2e-3
+    metric = {"loss": "loss", "bleu": "BLEU", "exact_match": "exact match"}[tr.select_metric]
     assert (f"a peak learning rate of {peak} after {tr.warmup_steps} warm-up steps" in readme
-            and f"for {tr.epochs} epochs (the LSTM: {lstm.epochs})" in readme), \
+            and f"for {tr.epochs} epochs (the LSTM: {lstm.epochs})" in readme
+            and f"keeps the epoch with the best valid {metric} (the LSTM: the {lstm.select_metric};"
+            in readme), \
         "README.md: the Transformer's defaults sentence differs from minis2s.train.ARCH_DEFAULTS"
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"default: {lstm.epochs}; a Transformer: {tr.epochs};" in text
     assert f"the peak of its schedule, {tr.lr}" in text and f"(default: {tr.warmup_steps})" in text
+    assert f"(default: {lstm.select_metric}; a Transformer: {tr.select_metric})" in text
 
 
 @pytest.mark.parametrize("argv, named", [
@@ -283,18 +289,39 @@ def test_a_transformer_run_resumes_translates_evaluates_and_plots(tmp_path, monk
     assert metrics["sentences"] == 2 and 0.0 <= metrics["exact_match"] <= 1.0
 
 
-def test_a_transformer_run_takes_its_default_epochs_and_a_resume_keeps_the_runs_own(
-        tmp_path, monkeypatch):
-    """Without --epochs a Transformer run trains the Transformer's default number of epochs (6,
-    not the LSTM's 5); ``--resume`` without --epochs keeps the total the run was started with."""
+def test_a_transformer_run_takes_its_default_epochs_and_metric_and_a_resume_keeps_the_runs_own(
+        tmp_path, monkeypatch, capsys):
+    """Without --epochs and --select-metric a Transformer run trains the Transformer's default
+    number of epochs (6, not the LSTM's 5) and keeps the epoch of the best valid BLEU (not the
+    LSTM's loss), both written to config.json; ``--resume`` keeps the total and the metric the
+    run was started with, and its best score."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["train", *TINY, "--n-train", "40", "--out", "dflt"]) == 0
-    log = (tmp_path / "dflt/log.jsonl").read_text().splitlines()
-    assert len(log) == TrainConfig(arch="transformer").epochs == 6
-    assert cli.main(["train", *TINY, "--epochs", "1", "--out", "run"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "dflt/log.jsonl").read_text().splitlines()]
+    tr = TrainConfig(arch="transformer")
+    assert len(log) == tr.epochs == 6
+    config = json.loads((tmp_path / "dflt/config.json").read_text())["train"]
+    assert (config["epochs"], config["select_metric"]) == (6, "bleu")
+    bleu = [r["valid_bleu"] for r in log]
+    best = load_checkpoint(tmp_path / "dflt/best.npz")["trainer"]
+    assert best["best"] == max(bleu) and best["epoch"] == 1 + bleu.index(max(bleu))
+    assert "* marks a new best valid bleu" in capsys.readouterr().out
+
+    assert cli.main(["train", *TINY, "--epochs", "1", "--select-metric", "exact_match",
+                     "--out", "run"]) == 0
     assert cli.main(["train", "--resume", "run", "--quiet"]) == 0
     assert len((tmp_path / "run/log.jsonl").read_text().splitlines()) == 1
     assert load_checkpoint(tmp_path / "run/last.npz")["trainer"]["max_epochs"] == 1
+    first = load_checkpoint(tmp_path / "run/last.npz")["trainer"]["best"]
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", "run", "--epochs", "2", "--quiet"]) == 0
+    assert "* marks a new best valid exact match" in capsys.readouterr().out
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    exact = [r["valid_exact_match"] for r in log]
+    assert len(log) == 2 and first == exact[0]          # the saved best score, read on resume
+    assert load_checkpoint(tmp_path / "run/last.npz")["trainer"]["best"] == max(exact)
+    assert json.loads((tmp_path / "run/config.json").read_text())["train"]["select_metric"] == \
+        "exact_match"
 
 
 def test_plot_attention_layer_and_head_are_checked(tmp_path, monkeypatch, capsys):

@@ -500,7 +500,8 @@ def _fit_locked(cfg: TrainConfig, run: RunDirectory, log, run_info: dict, comm=N
         ts = trainer.restore(ckpt_path)
         log(f"resuming {run_dir} at epoch {ts['epoch']}, iteration {ts['iteration']}")
     log(f"validation after each epoch decodes greedy; "
-        f"{bleu_label(prep.tgt_tokenizer.name)}; * marks a new best valid {cfg.select_metric.replace('_', ' ')}")
+        f"{bleu_label(prep.tgt_tokenizer.name)}; * marks a new best valid "
+        f"{'BLEU' if cfg.select_metric == 'bleu' else cfg.select_metric.replace('_', ' ')}")
     trainer.fit()
 
     # ------------------------------------------------------------------ final test

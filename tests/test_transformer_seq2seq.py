@@ -305,7 +305,7 @@ def test_a_transformer_run_takes_its_default_epochs_and_metric_and_a_resume_keep
     bleu = [r["valid_bleu"] for r in log]
     best = load_checkpoint(tmp_path / "dflt/best.npz")["trainer"]
     assert best["best"] == max(bleu) and best["epoch"] == 1 + bleu.index(max(bleu))
-    assert "* marks a new best valid bleu" in capsys.readouterr().out
+    assert "* marks a new best valid BLEU" in capsys.readouterr().out
 
     assert cli.main(["train", *TINY, "--epochs", "1", "--select-metric", "exact_match",
                      "--out", "run"]) == 0

@@ -94,7 +94,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                             "norm(x + f(x)), as torch.nn.Transformer)")
     opt = t.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=_positive_int,
-                     help=f"total epochs (default: {d.epochs}; with --resume, the run's own total)")
+                     help=f"total epochs (default: {d.epochs}; a Transformer: {tdef['epochs']}; "
+                          "with --resume, the run's own total)")
     opt.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     opt.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
     opt.add_argument("--lr", type=_positive_float,
@@ -120,7 +121,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     opt.add_argument("--tf-min", type=_unit_float, default=d.tf_min, help="floor of the decayed ratio")
     opt.add_argument("--max-grad-norm", type=_positive_float, default=d.max_grad_norm)
     opt.add_argument("--nan-policy", choices=["stop", "skip"], default=d.nan_policy)
-    opt.add_argument("--select-metric", choices=["loss", "exact_match", "bleu"], default=d.select_metric)
+    opt.add_argument("--select-metric", choices=["loss", "exact_match", "bleu"],
+                     help="the valid score that picks the best epoch (default: "
+                          f"{ARCH_DEFAULTS['lstm']['select_metric']}; a Transformer: "
+                          f"{tdef['select_metric']})")
     run = t.add_argument_group("run")
     run.add_argument("--seed", type=_nonneg_int, default=d.seed)
     run.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
@@ -255,13 +259,14 @@ def _train_config(args):
         raise UsageError(f"--hidden-size must be even (the encoder has two directions), got {args.hidden_size}")
     if has_files:
         values["task"] = None
-    if args.resume and args.epochs is None:
-        values["epochs"] = None          # the run's own total (minis2s.train.fit)
     check_tf_schedule(args.tf_schedule, args.tf_ratio, args.tf_decay, args.tf_min)
     try:
-        return TrainConfig(**values)       # refuses options of the other architecture
+        cfg = TrainConfig(**values)        # refuses options of the other architecture
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.resume and args.epochs is None:
+        cfg.epochs = None                  # the run's own total (minis2s.train.fit), not a default
+    return cfg
 
 
 # A resumed run keeps the data, model and optimisation settings it was started with; only these

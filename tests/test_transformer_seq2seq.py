@@ -7,6 +7,7 @@ translates, evaluates and plots like an LSTM run.
 import contextlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from minis2s import cli
 from minis2s.checkpoint import load_checkpoint
 from minis2s.models.transformer import TransformerSeq2Seq, transformer_seq2seq_params
 from minis2s.train import TrainConfig, fit, inverse_sqrt_lr
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BOS, EOS, PAD = 1, 2, 0
 
@@ -194,9 +197,36 @@ def test_inverse_square_root_schedule():
 def test_train_config_fills_each_architectures_defaults():
     lstm, tr = TrainConfig(), TrainConfig(arch="transformer")
     assert (lstm.emb_size, lstm.lr, lstm.label_smoothing, lstm.heads) == (64, 2e-3, 0.0, None)
+    assert (lstm.epochs, lstm.warmup_steps, lstm.select_metric) == (5, None, "loss")
     assert (tr.emb_size, tr.heads, tr.encoder_layers, tr.decoder_layers, tr.ff_size) == \
         (128, 4, 3, 3, 512)
     assert (tr.dropout, tr.label_smoothing, tr.positions) == (0.1, 0.1, "sinusoidal")
+    assert (tr.lr, tr.warmup_steps, tr.epochs, tr.select_metric) == (2e-3, 150, 6, "bleu")
+    assert TrainConfig(arch="transformer", epochs=2, lr=1e-3).epochs == 2   # given: kept
+    assert TrainConfig(arch="transformer", select_metric="loss").select_metric == "loss"
+    assert TrainConfig(select_metric="exact_match").select_metric == "exact_match"
+
+
+def test_the_transformer_defaults_are_the_ones_the_readme_and_the_help_state(capsys):
+    """The README's sentence on the Transformer's optimisation defaults and ``train --help``
+    name the values ``ARCH_DEFAULTS`` holds, and the warm-up ends within the first epoch of the
+    default dates run (20000 pairs in batches of 64)."""
+    tr, lstm = TrainConfig(arch="transformer"), TrainConfig()
+    assert tr.warmup_steps <= 20000 // tr.batch_size
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    peak = f"{tr.lr:.0e}".replace("e-0", "e-")                               # 2e-3
+    metric = {"loss": "loss", "bleu": "BLEU", "exact_match": "exact match"}[tr.select_metric]
+    assert (f"a peak learning rate of {peak} after {tr.warmup_steps} warm-up steps" in readme
+            and f"for {tr.epochs} epochs (the LSTM: {lstm.epochs})" in readme
+            and f"keeps the epoch with the best valid {metric} (the LSTM: the {lstm.select_metric};"
+            in readme), \
+        "README.md: the Transformer's defaults sentence differs from minis2s.train.ARCH_DEFAULTS"
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default: {lstm.epochs}; a Transformer: {tr.epochs};" in text
+    assert f"the peak of its schedule, {tr.lr}" in text and f"(default: {tr.warmup_steps})" in text
+    assert f"(default: {lstm.select_metric}; a Transformer: {tr.select_metric})" in text
 
 
 @pytest.mark.parametrize("argv, named", [
@@ -239,8 +269,9 @@ def test_a_transformer_run_resumes_translates_evaluates_and_plots(tmp_path, monk
     assert config["model"]["arch"] == "transformer" and config["train"]["arch"] == "transformer"
     assert config["model"]["share_embeddings"] is True
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
-    assert log[0]["lr"] == pytest.approx(1e-3 * math.sqrt(4 / 4))          # step 4: the peak
-    assert log[2]["lr"] == pytest.approx(1e-3 * math.sqrt(4 / 12))
+    peak = TrainConfig(arch="transformer").lr                              # the default --lr
+    assert log[0]["lr"] == pytest.approx(peak * math.sqrt(4 / 4))          # step 4: the peak
+    assert log[2]["lr"] == pytest.approx(peak * math.sqrt(4 / 12))
     (tmp_path / "in.txt").write_text("a b c\nd e\n")
     capsys.readouterr()
     assert cli.main(["translate", "--model", "run", "--input", "in.txt", "--beam-size", "3",
@@ -256,6 +287,41 @@ def test_a_transformer_run_resumes_translates_evaluates_and_plots(tmp_path, monk
                      "--threads", "1"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["sentences"] == 2 and 0.0 <= metrics["exact_match"] <= 1.0
+
+
+def test_a_transformer_run_takes_its_default_epochs_and_metric_and_a_resume_keeps_the_runs_own(
+        tmp_path, monkeypatch, capsys):
+    """Without --epochs and --select-metric a Transformer run trains the Transformer's default
+    number of epochs (6, not the LSTM's 5) and keeps the epoch of the best valid BLEU (not the
+    LSTM's loss), both written to config.json; ``--resume`` keeps the total and the metric the
+    run was started with, and its best score."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", *TINY, "--n-train", "40", "--out", "dflt"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "dflt/log.jsonl").read_text().splitlines()]
+    tr = TrainConfig(arch="transformer")
+    assert len(log) == tr.epochs == 6
+    config = json.loads((tmp_path / "dflt/config.json").read_text())["train"]
+    assert (config["epochs"], config["select_metric"]) == (6, "bleu")
+    bleu = [r["valid_bleu"] for r in log]
+    best = load_checkpoint(tmp_path / "dflt/best.npz")["trainer"]
+    assert best["best"] == max(bleu) and best["epoch"] == 1 + bleu.index(max(bleu))
+    assert "* marks a new best valid BLEU" in capsys.readouterr().out
+
+    assert cli.main(["train", *TINY, "--epochs", "1", "--select-metric", "exact_match",
+                     "--out", "run"]) == 0
+    assert cli.main(["train", "--resume", "run", "--quiet"]) == 0
+    assert len((tmp_path / "run/log.jsonl").read_text().splitlines()) == 1
+    assert load_checkpoint(tmp_path / "run/last.npz")["trainer"]["max_epochs"] == 1
+    first = load_checkpoint(tmp_path / "run/last.npz")["trainer"]["best"]
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", "run", "--epochs", "2", "--quiet"]) == 0
+    assert "* marks a new best valid exact match" in capsys.readouterr().out
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    exact = [r["valid_exact_match"] for r in log]
+    assert len(log) == 2 and first == exact[0]          # the saved best score, read on resume
+    assert load_checkpoint(tmp_path / "run/last.npz")["trainer"]["best"] == max(exact)
+    assert json.loads((tmp_path / "run/config.json").read_text())["train"]["select_metric"] == \
+        "exact_match"
 
 
 def test_plot_attention_layer_and_head_are_checked(tmp_path, monkeypatch, capsys):

@@ -458,7 +458,7 @@ class Trainer:
         self.max_grad_norm = max_grad_norm       # the clipping of an empty shard's step
         self._stop_all = False
         self.best_state = None             # in-memory best weights when run is None
-        self.tracker = {"best": None, "bad_epochs": 0, "skipped": 0, "epoch_nll": 0.0,
+        self.tracker = {"best": None, "best_loss": None, "bad_epochs": 0, "skipped": 0, "epoch_nll": 0.0,
                         "epoch_tokens": 0, "epoch_gnorm": 0.0, "epoch_steps": 0,
                         "epoch_start": time.time()}
         self.progress = Progress(quiet)
@@ -477,8 +477,8 @@ class Trainer:
         st, t = self.engine.state, self.tracker
         out = {"epoch": st.epoch, "iteration": st.iteration,
                "iteration_in_epoch": getattr(st, "iteration_in_epoch", 0),
-               "best": t["best"], "bad_epochs": t["bad_epochs"], "skipped": t["skipped"],
-               "lr": self.optimizer.lr, "max_epochs": self.epochs}   # the total a resume keeps
+               "best": t["best"], "best_loss": t["best_loss"], "bad_epochs": t["bad_epochs"],
+               "skipped": t["skipped"], "lr": self.optimizer.lr, "max_epochs": self.epochs}   # the total a resume keeps
         for name, gen in self.generators.items():
             out[name] = gen.state_dict() if gen is not None else None
         out["epoch_sums"] = [t["epoch_nll"], t["epoch_tokens"], t["epoch_gnorm"], t["epoch_steps"]]
@@ -498,8 +498,10 @@ class Trainer:
                          if gen is not None})
         optional = {name: SEQ2SEQ_TRAINER_OPTIONAL["dropout_generator"]
                     for name, gen in self.generators.items() if gen is None}
+        optional["best_loss"] = SEQ2SEQ_TRAINER_OPTIONAL["best_loss"]
         ts = restore_checkpoint(path, self.model, self.optimizer, required, optional)
-        self.tracker.update(best=ts["best"], bad_epochs=ts["bad_epochs"], skipped=ts["skipped"])
+        self.tracker.update(best=ts["best"], best_loss=ts.get("best_loss"),   # absent in older checkpoints
+                            bad_epochs=ts["bad_epochs"], skipped=ts["skipped"])
         (self.tracker["epoch_nll"], self.tracker["epoch_tokens"], self.tracker["epoch_gnorm"],
          self.tracker["epoch_steps"]) = ts["epoch_sums"]
         for name, gen in self.generators.items():
@@ -650,11 +652,15 @@ class Trainer:
                   "grad_norm": t["epoch_gnorm"] / max(t["epoch_steps"], 1),
                   "skipped_batches": t["skipped"],
                   "time": round(time.time() - t["epoch_start"], 2), **self.run_info}
-        score = metrics[self.select]
+        score, loss = metrics[self.select], metrics.get("loss")
         improved = (t["best"] is None or (score > t["best"] if self.higher_is_better
-                                          else score < t["best"]))
+                                          else score < t["best"])
+                    # a tie on exact match or BLEU (both 0 early in training, or the same few
+                    # sentences wrong) goes to the lower valid loss
+                    or (score == t["best"] and loss is not None and t["best_loss"] is not None
+                        and loss < t["best_loss"]))
         if improved:
-            t["best"], t["bad_epochs"] = score, 0
+            t["best"], t["best_loss"], t["bad_epochs"] = score, loss, 0
         else:
             t["bad_epochs"] += 1
         engine.state.iteration_in_epoch = 0

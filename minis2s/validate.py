@@ -344,6 +344,7 @@ SEQ2SEQ_TRAINER = {       # the trainer state minis2s train saves and resumes fr
 }
 SEQ2SEQ_TRAINER_OPTIONAL = {
     "dropout_generator": (lambda v: v is None or _generator_state(v), "a random generator state or null"),
+    "best_loss": _NUMBER_OR_NONE,     # the valid loss of the best epoch (the tie-break)
 }
 
 

@@ -217,34 +217,66 @@ def new_arange(start, stop=None, step=1, dtype="int64"):
 
 
 # ---------------------------------------------------------------------------- scatter-add
-def scatter_add(index, values, n_rows: int):
+def scatter_add(index, values, n_rows: int, skip: int | None = None):
     """Rows of ``values`` summed into ``n_rows`` slots: ``out[index[i]] += values[i]``.
 
     ``index``: 1-D integer array ``(N,)``; ``values``: ``(N, ...)``; returns ``(n_rows, ...)``.
-    Repeated indices accumulate (this is the backward of ``take``/embedding lookup).
+    Repeated indices accumulate (this is the backward of ``take``/embedding lookup). ``skip``
+    (a slot in ``[0, n_rows)``, or None): that slot gets nothing, it stays zero (the padding row
+    of an embedding); its rows are left out before any arithmetic.
     """
     out = zeros((n_rows,) + tuple(values.shape[1:]), like=values)
-    first = np.unique(index, return_index=True)[1] if _name == "numpy" else None  # (U,)
-    if first is not None and 2 * first.shape[0] > index.shape[0]:
-        # ``np.add.at`` is an unbuffered loop, row by row. When most indices are distinct (a
-        # large vocabulary), the first occurrence of each is simply copied into its (zero) row
-        # by one fancy assignment, and only the repeats go through ``add.at``, in their original
-        # order: every sum is formed in the same order as ``add.at`` alone forms it (the same
-        # bits). With few distinct indices, the gathers would cost more than they save.
-        out[index[first]] = values[first]
-        repeat = np.ones(index.shape[0], dtype=bool)
-        repeat[first] = False
-        if repeat.any():
-            np.add.at(out, index[repeat], values[repeat])
-        return out
-    if _name in ("numpy", "cupy"):
+    if skip is not None and _name in ("numpy", "cupy"):
+        keep = index != skip
+        index, values = index[keep], values[keep]
+    if _name == "numpy":
+        return _scatter_add_in_rounds(out, index, values)
+    if _name == "cupy":
         xp.add.at(out, index, values)       # not the removed ``cupy.scatter_add``
         return out
     # Portable fallback (array_api_strict): a one-hot matrix times the values.
     onehot = index[None, :] == arange(n_rows, like=values)[:, None]           # (n_rows, N)
     flat = xp.reshape(values, (values.shape[0], -1))                            # (N, D)
     summed = xp.matmul(xp.astype(onehot, values.dtype), flat)                  # (n_rows, D)
+    if skip is not None:
+        summed[skip, ...] = 0.0
     return xp.reshape(summed, out.shape)
+
+
+SCATTER_ROUND_MIN = 16       # a round of ``_scatter_add_in_rounds`` needs this many rows
+
+
+def _scatter_add_in_rounds(out, index, values):
+    """NumPy's ``scatter_add``, with the sums ``np.add.at`` forms, bit for bit, at a fraction of
+    its cost. ``np.add.at`` is an unbuffered loop, one index (one row of ``values``) at a
+    time. Here each row gets its *rank*: 0 for the first occurrence of its index, 1 for the
+    second, ... Rows of one rank have distinct indices, so a whole rank is ONE fancy-indexed
+    assignment (rank 0, into the zero rows) or addition (``out[idx] += rows``), and each slot
+    receives its rows in their original order, as from ``add.at``: ``((v_0 + v_1) + v_2) ...``.
+    Ranks reached by fewer than ``SCATTER_ROUND_MIN`` rows (the tail of a few frequent indices)
+    go through ``np.add.at`` after the rounds, still in their original order."""
+    n = index.shape[0]
+    if n == 0:
+        return out
+    order = np.argsort(index, kind="stable")                   # grouped by index, order kept
+    grouped = index[order]
+    starts = np.flatnonzero(np.concatenate([[True], grouped[1:] != grouped[:-1]]))
+    lengths = np.diff(np.concatenate([starts, [n]]))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, lengths)   # occurrence number of each row
+    per_rank = np.bincount(rank)                               # rows of rank 0, 1, 2, ...
+    # the counts never grow with the rank: the leading ranks with enough rows get a round each
+    rounds = max(int(np.count_nonzero(per_rank >= SCATTER_ROUND_MIN)), 1)   # rank 0 at least
+    for r in range(rounds):
+        rows = np.flatnonzero(rank == r)
+        if r == 0:
+            out[index[rows]] = values[rows]                     # first occurrences: zero + v
+        else:
+            out[index[rows]] += values[rows]                    # distinct slots: no repeats
+    if rounds < per_rank.shape[0]:
+        rest = rank >= rounds
+        np.add.at(out, index[rest], values[rest])
+    return out
 
 
 # ----------------------------------------------------------------------------- erf

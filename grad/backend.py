@@ -22,6 +22,7 @@ training commands).
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -229,9 +230,22 @@ def scatter_add(index, values, n_rows: int, skip: int | None = None):
     if skip is not None and _name in ("numpy", "cupy"):
         keep = index != skip
         index, values = index[keep], values[keep]
-    if _name == "numpy":
-        return _scatter_add_in_rounds(out, index, values)
-    if _name == "cupy":
+    if _name == "numpy" and math.prod(values.shape[1:]) >= SCATTER_ROUND_WIDTH:
+        return _scatter_add_in_rounds(out, index, values)          # wide rows: an embedding
+    first = np.unique(index, return_index=True)[1] if _name == "numpy" else None  # (U,)
+    if first is not None and 2 * first.shape[0] > index.shape[0]:
+        # ``np.add.at`` is an unbuffered loop, row by row. When most indices are distinct (a
+        # large vocabulary), the first occurrence of each is simply copied into its (zero) row
+        # by one fancy assignment, and only the repeats go through ``add.at``, in their original
+        # order: every sum is formed in the same order as ``add.at`` alone forms it (the same
+        # bits). With few distinct indices, the gathers would cost more than they save.
+        out[index[first]] = values[first]
+        repeat = np.ones(index.shape[0], dtype=bool)
+        repeat[first] = False
+        if repeat.any():
+            np.add.at(out, index[repeat], values[repeat])
+        return out
+    if _name in ("numpy", "cupy"):
         xp.add.at(out, index, values)       # not the removed ``cupy.scatter_add``
         return out
     # Portable fallback (array_api_strict): a one-hot matrix times the values.
@@ -244,6 +258,7 @@ def scatter_add(index, values, n_rows: int, skip: int | None = None):
 
 
 SCATTER_ROUND_MIN = 16       # a round of ``_scatter_add_in_rounds`` needs this many rows
+SCATTER_ROUND_WIDTH = 32     # ... and rows of at least this many numbers (narrower: add.at)
 
 
 def _scatter_add_in_rounds(out, index, values):
@@ -254,27 +269,35 @@ def _scatter_add_in_rounds(out, index, values):
     assignment (rank 0, into the zero rows) or addition (``out[idx] += rows``), and each slot
     receives its rows in their original order, as from ``add.at``: ``((v_0 + v_1) + v_2) ...``.
     Ranks reached by fewer than ``SCATTER_ROUND_MIN`` rows (the tail of a few frequent indices)
-    go through ``np.add.at`` after the rounds, still in their original order."""
+    go through ``np.add.at`` after the rounds, still in their original order.
+
+    Used for rows of at least ``SCATTER_ROUND_WIDTH`` numbers (an embedding's gradient), where
+    ``add.at`` pays a few microseconds per row; on narrower rows it is as fast as a round."""
     n = index.shape[0]
     if n == 0:
         return out
     order = np.argsort(index, kind="stable")                   # grouped by index, order kept
     grouped = index[order]
-    starts = np.flatnonzero(np.concatenate([[True], grouped[1:] != grouped[:-1]]))
-    lengths = np.diff(np.concatenate([starts, [n]]))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - np.repeat(starts, lengths)   # occurrence number of each row
-    per_rank = np.bincount(rank)                               # rows of rank 0, 1, 2, ...
-    # the counts never grow with the rank: the leading ranks with enough rows get a round each
-    rounds = max(int(np.count_nonzero(per_rank >= SCATTER_ROUND_MIN)), 1)   # rank 0 at least
-    for r in range(rounds):
-        rows = np.flatnonzero(rank == r)
+    starts = np.flatnonzero(np.concatenate([[True], grouped[1:] != grouped[:-1]]))  # (U,)
+    lengths = np.diff(np.concatenate([starts, [n]]))           # occurrences of each index
+    # the rows of rank r sit at starts + r (in the grouped order) of the indices occurring more
+    # than r times; fewer indices reach each next rank, so the rounds stop at the first rank
+    # that fewer than SCATTER_ROUND_MIN rows reach (after rank 0, always done: plain copies)
+    live, live_lengths, r = starts, lengths, 0
+    while r == 0 or live.shape[0] >= SCATTER_ROUND_MIN:
+        rows = order[live + r]
         if r == 0:
             out[index[rows]] = values[rows]                     # first occurrences: zero + v
         else:
             out[index[rows]] += values[rows]                    # distinct slots: no repeats
-    if rounds < per_rank.shape[0]:
-        rest = rank >= rounds
+        r += 1
+        more = live_lengths > r
+        live, live_lengths = live[more], live_lengths[more]
+    if live.shape[0]:                    # the tail: each remaining index's rows, in their order
+        tail_lengths = live_lengths - r                         # (L,) rows left per index
+        first = np.repeat(live + r - np.cumsum(np.concatenate([[0], tail_lengths[:-1]])),
+                          tail_lengths)
+        rest = order[first + np.arange(first.shape[0])]
         np.add.at(out, index[rest], values[rest])
     return out
 

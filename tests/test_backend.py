@@ -135,15 +135,16 @@ def test_scatter_add_gives_the_bits_of_add_at_with_many_or_few_distinct_indices(
 
 @pytest.mark.parametrize("n_rows", [4000, 12])
 def test_scatter_add_in_rounds_gives_the_bits_of_add_at_rank_by_rank(n_rows):
-    """NumPy's scatter-add runs one fancy-indexed assignment or addition per occurrence rank
-    (every index's first rows, then its second ...) and ``add.at`` only for the ranks of a few
-    frequent indices: exactly ``np.add.at``'s sums, for ranks above and below the round
-    threshold, and with ``skip`` the skipped slot zero."""
+    """NumPy's scatter-add of wide rows runs one fancy-indexed assignment or addition per
+    occurrence rank (every index's first rows, then its second ...) and ``add.at`` only for the
+    ranks of a few frequent indices: exactly ``np.add.at``'s sums, for ranks above and below
+    the round threshold, and with ``skip`` the skipped slot zero."""
     rng = np.random.default_rng(n_rows + 1)
     index = rng.integers(0, n_rows, 900)
     index[::3] = rng.integers(0, 3, 300)                            # three frequent indices
-    values = rng.standard_normal((900, 4)).astype(np.float32)
-    expected = np.zeros((n_rows, 4), np.float32)
+    width = B.SCATTER_ROUND_WIDTH + 3                               # rows as wide as an embedding's
+    values = rng.standard_normal((900, width)).astype(np.float32)
+    expected = np.zeros((n_rows, width), np.float32)
     np.add.at(expected, index, values)
     with B.use("numpy"):
         ranks = np.bincount([int(np.sum(index[:k] == index[k])) for k in range(900)])

@@ -1,12 +1,13 @@
 """Where the time of one minis2s training step goes: cProfile per function, the GEMM floor and
 the graph's node count.
 
-    python benchmarks/profile_step.py --config medium [--arch lstm|transformer] [--steps 4]
+    python benchmarks/profile_step.py --config medium [--arch lstm|transformer|lm] [--steps 4]
                                       [--warmup 2] [--threads N] [--malloc tuned|default]
                                       [--top 15] [--json FILE]
 
 The step is the benchmark's (``benchmarks/train_step.py``: same model, weights, batches, loss,
-backward, clipping at 5, Adam; ``common.minis2s_step``), run in this process with the thread
+backward, clipping at 5, Adam; ``common.minis2s_step``, or ``common.minis2s_lm_step`` for the
+language model: flat Adam, host batches), run in this process with the thread
 count set by ``grad.backend.set_num_threads`` and the allocator policy of ``--malloc``, as the
 benchmark's minis2s worker does. Printed:
 
@@ -114,9 +115,9 @@ def own_time(stats: dict, steps: int, top: int) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=["lstm", "transformer"], default="lstm")
+    parser.add_argument("--arch", choices=["lstm", "transformer", "lm"], default="lstm")
     parser.add_argument("--config", default="medium",
-                        help="sizes (lstm: tiny|small|medium, default medium; transformer: tiny|base)")
+                        help="sizes (lstm, lm: tiny|small|medium, default medium; transformer: tiny|base)")
     parser.add_argument("--steps", type=int, default=4, help="steps timed, then profiled (default 4)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads (default: all cores)")
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=15, help="functions listed by own time (default 15)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
-    configs = common.CONFIGS if args.arch == "lstm" else common.TRANSFORMER_CONFIGS
+    configs = train_step.ARCH_CONFIGS[args.arch]
     if args.config not in configs:
         parser.error(f"argument --config: {args.config!r} is not a {args.arch} configuration "
                      f"(choose from {', '.join(sorted(configs))})")
@@ -139,19 +140,29 @@ def main(argv=None) -> int:
     model = train_step.build_minis2s(args.arch, cfg)
     model.train()
     params = list(model.parameters())
-    optimizer = Adam(params, lr=1e-3)
-    batches = common.minis2s_batches(cfg)
+    lm = args.arch == "lm"
+    # the benchmark's optimizer: flat Adam for the language model (train_step.py's default)
+    optimizer = Adam(params, lr=common.LM_LR, flat=True) if lm else Adam(params, lr=1e-3)
+    batches = common.make_lm_batches(cfg) if lm else common.minis2s_batches(cfg)
     position = [0]
 
     def step():
         batch = batches[position[0] % len(batches)]
         position[0] += 1
+        if lm:
+            return common.minis2s_lm_step(model, optimizer, batch)
         return common.minis2s_step(model, params, optimizer, batch)
+
+    def record():                                          # the graph of one step's loss
+        if lm:
+            ids, lengths = batches[0]["ids"], batches[0]["lengths"]
+            return model.loss(ids[:, :-1], ids[:, 1:], lengths - 1, reduction="sum")
+        return model.loss(*batches[0])
 
     for _ in range(args.warmup):
         step()
     used = common.fused_entered(step)                      # one more untimed step, traced
-    nodes = count_nodes(model.loss(*batches[0]))           # the graph one step records
+    nodes = count_nodes(record())                          # the graph one step records
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
@@ -165,7 +176,7 @@ def main(argv=None) -> int:
     profiler.disable()
     profiled_s = (time.perf_counter() - t0) / args.steps
     stats = pstats.Stats(profiler).stats
-    shapes = train_step.gemm_shapes(cfg) if args.arch == "lstm" else train_step.transformer_gemm_shapes(cfg)
+    shapes = train_step.step_shapes(args.arch, cfg)
     floor_s = train_step.time_gemm_floor(shapes)
 
     results = {"arch": args.arch, "config": args.config, "sizes": cfg, "threads": args.threads,

@@ -22,6 +22,7 @@ training commands).
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -217,13 +218,20 @@ def new_arange(start, stop=None, step=1, dtype="int64"):
 
 
 # ---------------------------------------------------------------------------- scatter-add
-def scatter_add(index, values, n_rows: int):
+def scatter_add(index, values, n_rows: int, skip: int | None = None):
     """Rows of ``values`` summed into ``n_rows`` slots: ``out[index[i]] += values[i]``.
 
     ``index``: 1-D integer array ``(N,)``; ``values``: ``(N, ...)``; returns ``(n_rows, ...)``.
-    Repeated indices accumulate (this is the backward of ``take``/embedding lookup).
+    Repeated indices accumulate (this is the backward of ``take``/embedding lookup). ``skip``
+    (a slot in ``[0, n_rows)``, or None): that slot gets nothing, it stays zero (the padding row
+    of an embedding); its rows are left out before any arithmetic.
     """
     out = zeros((n_rows,) + tuple(values.shape[1:]), like=values)
+    if skip is not None and _name in ("numpy", "cupy"):
+        keep = index != skip
+        index, values = index[keep], values[keep]
+    if _name == "numpy" and math.prod(values.shape[1:]) >= SCATTER_ROUND_WIDTH:
+        return _scatter_add_in_rounds(out, index, values)          # wide rows: an embedding
     first = np.unique(index, return_index=True)[1] if _name == "numpy" else None  # (U,)
     if first is not None and 2 * first.shape[0] > index.shape[0]:
         # ``np.add.at`` is an unbuffered loop, row by row. When most indices are distinct (a
@@ -244,7 +252,54 @@ def scatter_add(index, values, n_rows: int):
     onehot = index[None, :] == arange(n_rows, like=values)[:, None]           # (n_rows, N)
     flat = xp.reshape(values, (values.shape[0], -1))                            # (N, D)
     summed = xp.matmul(xp.astype(onehot, values.dtype), flat)                  # (n_rows, D)
+    if skip is not None:
+        summed[skip, ...] = 0.0
     return xp.reshape(summed, out.shape)
+
+
+SCATTER_ROUND_MIN = 16       # a round of ``_scatter_add_in_rounds`` needs this many rows
+SCATTER_ROUND_WIDTH = 32     # ... and rows of at least this many numbers (narrower: add.at)
+
+
+def _scatter_add_in_rounds(out, index, values):
+    """NumPy's ``scatter_add``, with the sums ``np.add.at`` forms, bit for bit, at a fraction of
+    its cost. ``np.add.at`` is an unbuffered loop, one index (one row of ``values``) at a
+    time. Here each row gets its *rank*: 0 for the first occurrence of its index, 1 for the
+    second, ... Rows of one rank have distinct indices, so a whole rank is ONE fancy-indexed
+    assignment (rank 0, into the zero rows) or addition (``out[idx] += rows``), and each slot
+    receives its rows in their original order, as from ``add.at``: ``((v_0 + v_1) + v_2) ...``.
+    Ranks reached by fewer than ``SCATTER_ROUND_MIN`` rows (the tail of a few frequent indices)
+    go through ``np.add.at`` after the rounds, still in their original order.
+
+    Used for rows of at least ``SCATTER_ROUND_WIDTH`` numbers (an embedding's gradient), where
+    ``add.at`` pays a few microseconds per row; on narrower rows it is as fast as a round."""
+    n = index.shape[0]
+    if n == 0:
+        return out
+    order = np.argsort(index, kind="stable")                   # grouped by index, order kept
+    grouped = index[order]
+    starts = np.flatnonzero(np.concatenate([[True], grouped[1:] != grouped[:-1]]))  # (U,)
+    lengths = np.diff(np.concatenate([starts, [n]]))           # occurrences of each index
+    # the rows of rank r sit at starts + r (in the grouped order) of the indices occurring more
+    # than r times; fewer indices reach each next rank, so the rounds stop at the first rank
+    # that fewer than SCATTER_ROUND_MIN rows reach (after rank 0, always done: plain copies)
+    live, live_lengths, r = starts, lengths, 0
+    while r == 0 or live.shape[0] >= SCATTER_ROUND_MIN:
+        rows = order[live + r]
+        if r == 0:
+            out[index[rows]] = values[rows]                     # first occurrences: zero + v
+        else:
+            out[index[rows]] += values[rows]                    # distinct slots: no repeats
+        r += 1
+        more = live_lengths > r
+        live, live_lengths = live[more], live_lengths[more]
+    if live.shape[0]:                    # the tail: each remaining index's rows, in their order
+        tail_lengths = live_lengths - r                         # (L,) rows left per index
+        first = np.repeat(live + r - np.cumsum(np.concatenate([[0], tail_lengths[:-1]])),
+                          tail_lengths)
+        rest = order[first + np.arange(first.shape[0])]
+        np.add.at(out, index[rest], values[rest])
+    return out
 
 
 # ----------------------------------------------------------------------------- erf

@@ -258,11 +258,9 @@ def embedding(ids, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     w = weight.data
     n_rows, dim = w.shape
     out = xp.reshape(xp.take(w, flat, axis=0), tuple(idx.shape) + (dim,))
-    def backward(g):
-        gw = B.scatter_add(flat, xp.reshape(g, (-1, dim)), n_rows)  # (V, E)
-        if padding_idx is not None:
-            gw[padding_idx, :] = 0.0
-        return (gw,)
+    skip = None if padding_idx is None else padding_idx % n_rows
+    def backward(g):                  # the padding row's rows are left out: it stays zero
+        return (B.scatter_add(flat, xp.reshape(g, (-1, dim)), n_rows, skip=skip),)  # (V, E)
     return make(out, (weight,), backward, "embedding")
 
 

@@ -183,16 +183,20 @@ def adam_step(optimizer) -> None:
             runs[-1][1] = lo + n
         else:
             runs.append([lo, lo + n, state["step"]])
+    scratch = None                   # two piece-sized buffers for the temporaries (out=)
     for lo, hi, t in runs:
         for a, b in pieces(lo, hi):              # cache-sized pieces on the CPU (grad.flat)
             m, v, p, g = m_all[a:b], v_all[a:b], p_all[a:b], g_all[a:b]   # views, (b - a,)
+            if scratch is None or scratch.shape[1] < b - a:
+                scratch = B.empty((2, b - a), like=g_all)
+            s1, s2 = scratch[0, :b - a], scratch[1, :b - a]
             m *= b1
-            m += (1.0 - b1) * g                              # first moment
+            m += B.into(s1, xp.multiply, 1.0 - b1, g)       # first moment
             v *= b2
-            v += (1.0 - b2) * (g * g)                        # second moment
-            denom = xp.sqrt(v / (1.0 - b2 ** t))
+            v += B.into(s1, xp.multiply, 1.0 - b2, B.into(s1, xp.multiply, g, g))  # second
+            denom = B.into(s2, xp.sqrt, B.into(s2, xp.divide, v, 1.0 - b2 ** t))
             denom += eps
-            step = m / denom
+            step = B.into(s2, xp.divide, m, denom)
             step *= lr / (1.0 - b1 ** t)                     # bias-corrected step size
             p -= step                    # in place: the parameters are views of this buffer
 

@@ -133,6 +133,39 @@ def test_scatter_add_gives_the_bits_of_add_at_with_many_or_few_distinct_indices(
         np.testing.assert_array_equal(B.scatter_add(index, values, n_rows), expected)
 
 
+@pytest.mark.parametrize("n_rows", [4000, 12])
+def test_scatter_add_in_rounds_gives_the_bits_of_add_at_rank_by_rank(n_rows):
+    """NumPy's scatter-add of wide rows runs one fancy-indexed assignment or addition per
+    occurrence rank (every index's first rows, then its second ...) and ``add.at`` only for the
+    ranks of a few frequent indices: exactly ``np.add.at``'s sums, for ranks above and below
+    the round threshold, and with ``skip`` the skipped slot zero."""
+    rng = np.random.default_rng(n_rows + 1)
+    index = rng.integers(0, n_rows, 900)
+    index[::3] = rng.integers(0, 3, 300)                            # three frequent indices
+    width = B.SCATTER_ROUND_WIDTH + 3                               # rows as wide as an embedding's
+    values = rng.standard_normal((900, width)).astype(np.float32)
+    expected = np.zeros((n_rows, width), np.float32)
+    np.add.at(expected, index, values)
+    with B.use("numpy"):
+        ranks = np.bincount([int(np.sum(index[:k] == index[k])) for k in range(900)])
+        if n_rows > 100:                                            # rounds, then add.at
+            assert ranks[1] >= B.SCATTER_ROUND_MIN and ranks[-1] < B.SCATTER_ROUND_MIN
+        else:                                                       # rank 0, then add.at
+            assert ranks[0] < B.SCATTER_ROUND_MIN
+        np.testing.assert_array_equal(B.scatter_add(index, values, n_rows), expected)
+        expected[1] = 0.0
+        np.testing.assert_array_equal(B.scatter_add(index, values, n_rows, skip=1), expected)
+
+
+@backends
+def test_scatter_add_skip_leaves_that_slot_zero(backend):
+    with B.use(backend):
+        idx = B.from_numpy(np.array([2, 0, 2, 1]))
+        vals = B.from_numpy(np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]]))
+        out = B.to_numpy(B.scatter_add(idx, vals, 3, skip=2))
+        np.testing.assert_array_equal(out, [[2.0, 20.0], [4.0, 40.0], [0.0, 0.0]])
+
+
 @backends
 def test_row_dot_is_the_sum_of_products_along_the_last_axis(backend):
     rng = np.random.default_rng(1)

@@ -290,6 +290,24 @@ def test_profile_step_on_tiny_counts_each_fused_function_once_per_graph_node(tmp
     assert "GEMM floor" in text and "| `grad.functional.linear, forward` |" in text
 
 
+def test_profile_step_profiles_the_language_model_step_against_its_own_floor(tmp_path):
+    """``--arch lm``: the LM step of ``train_step.py`` (one ``lstm_layer`` node per layer, no
+    ``lstm_step``), each fused row once per graph node, and the floor of ``lm_gemm_shapes``."""
+    out_json = tmp_path / "profile.json"
+    run("profile_step.py", "--arch", "lm", "--config", "tiny", "--steps", "1", "--warmup", "1",
+        "--threads", "1", "--json", str(out_json))
+    r = json.loads(out_json.read_text())
+    assert r["arch"] == "lm" and {"lstm_layer", "linear", "cross_entropy"} <= set(r["fused_used"])
+    assert "lstm_step" not in r["fused_used"]
+    rows = {row["function"]: row for row in r["rows"]}
+    assert r["graph_nodes_by_op"]["lstm_layer"] == r["sizes"]["L"] == \
+        rows["grad.functional.lstm_layer, forward"]["calls_per_step"]
+    assert rows["grad.functional.linear, forward"]["calls_per_step"] == \
+        r["graph_nodes_by_op"]["linear"] == r["sizes"]["L"] + 1   # input projections, generator
+    train_step = train_step_module()
+    assert r["gemm_flops"] == train_step.gemm_flops(train_step.lm_gemm_shapes(r["sizes"]))
+
+
 def test_optimisations_and_profile_step_refuse_bad_arguments_with_exit_2():
     for script, args, words in [("optimisations.py", ["--config", "base"], "not a lstm configuration"),
                                 ("profile_step.py", ["--steps", "0"], "must be positive"),

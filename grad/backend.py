@@ -367,6 +367,22 @@ def row_dot(a, b):
     return xp.vecdot(a, b)
 
 
+def sum_rows(a):
+    """The sum of the rows of a 2-D array ``a`` ``(M, N)`` -> ``(N,)``, as ``sum(a, axis=0)``:
+    the gradient of a bias added to every row. On NumPy and array_api_strict it is the product
+    ``ones(M) @ a``, one matrix-vector product in the BLAS: a reduction over the first axis walks
+    ``a`` row by row in NumPy's generic loop, 3-4x slower at the sizes of a training step
+    ((1920, 256) to (1920, 8000), float32, measured 2026-12-03). Both add the same numbers in a
+    different order, so the last bits may differ. CuPy keeps its own reduction."""
+    if _name == "cupy":
+        return xp.sum(a, axis=0)
+    if _name == "array_api_strict":
+        ones = xp.ones((a.shape[0],), dtype=a.dtype, device=a.device)
+    else:
+        ones = xp.ones((a.shape[0],), dtype=a.dtype)
+    return xp.matmul(ones, a)                                          # (N,)
+
+
 # ----------------------------------------------------------------------------- in-place helpers
 # A large temporary is not free: a fresh multi-megabyte array is new memory from the OS, and
 # every page of it faults on first touch. These two helpers let the softmax cross-entropy, whose

@@ -222,8 +222,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight^T + bias`` in one node. ``x``: ``(..., in)``, ``weight``: ``(out, in)``,
     ``bias``: ``(out,)``; returns ``(..., out)``.
 
-    Backward: ``dx = g W``, ``dW = g^T x`` and ``db = sum(g)`` over all leading dims. Leading
-    dims are flattened first, so each product is ONE 2-D matrix product (a stacked 3-D matmul
+    Backward: ``dx = g W``, ``dW = g^T x`` and ``db = sum(g)`` over all leading dims (the rows'
+    sum as a product with a ones vector, ``backend.sum_rows``). Leading dims are flattened first, so each product is ONE 2-D matrix product (a stacked 3-D matmul
     would run one small product per leading index, far slower). ``dW`` is returned factored
     (``grad.accumulate.MatmulGrad``): a weight used at every step of a loop gets its T gradients summed as one
     product with an inner dimension of T * B at the end of the sweep, instead of T small ones.
@@ -240,7 +240,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         g2 = xp.reshape(g, (-1, g.shape[-1]))                       # (N, out)
         gx = xp.reshape(xp.matmul(g2, w), x.shape) if x.requires_grad else None  # (..., in)
         gw = MatmulGrad([g2], [x2]) if weight.requires_grad else None  # (out, in) = g^T x
-        gb = xp.sum(g2, axis=0) if bias is not None else None       # (out,)
+        gb = B.sum_rows(g2) if bias is not None else None           # (out,) sum of rows
         return gx, gw, gb
     parents = (x, weight, bias) if bias is not None else (x, weight)
     return make(out, parents, (lambda g: backward(g)[:len(parents)]), "linear")
@@ -718,6 +718,8 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         dx = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))
         dweight = sum over the leading dims of g * x_hat         dbias = sum of g
 
+    (those two sums over the rows by ``backend.sum_rows``, a product with a ones vector).
+
     Computed on ``x`` seen as rows ``(M, N)``. Every mean along a row is a dot product of the
     row with a vector (``backend.row_dot``: no product array, faster than a reduction), and the
     backward's two means need no temporary: ``mean(g_hat) = g . (weight / N)`` and
@@ -762,9 +764,9 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
             dx *= r
             dx = xp.reshape(dx, x.shape)
         if weight is not None and weight.requires_grad:
-            dw = xp.reshape(xp.sum(gx, axis=0), shape)                  # (*shape)
+            dw = xp.reshape(B.sum_rows(gx), shape)                      # (*shape)
         if bias is not None and bias.requires_grad:
-            db = xp.reshape(xp.sum(g2, axis=0), shape)                  # (*shape)
+            db = xp.reshape(B.sum_rows(g2), shape)                      # (*shape)
         return tuple(d for d, t in ((dx, x), (dw, weight), (db, bias)) if t is not None)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
     return make(y, parents, backward, "layer_norm")

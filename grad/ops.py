@@ -30,8 +30,9 @@ def _unbroadcast(g, shape: tuple):
         return g
     xp = B.xp
     lead = g.ndim - len(shape)
-    if lead > 0:
-        g = xp.sum(g, axis=tuple(range(lead)))
+    if lead > 0:                            # the added leading dims: a sum of rows
+        rows = xp.reshape(g, (-1, math.prod(g.shape[lead:])))          # (leading, rest)
+        g = xp.reshape(B.sum_rows(rows), tuple(g.shape[lead:]))
     stretched = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
     if stretched:
         g = xp.sum(g, axis=stretched, keepdims=True)

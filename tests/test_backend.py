@@ -176,6 +176,19 @@ def test_row_dot_is_the_sum_of_products_along_the_last_axis(backend):
             np.testing.assert_allclose(out, np.sum(a * other, axis=-1), rtol=1e-12, atol=1e-12)
 
 
+@backends
+def test_sum_rows_is_the_sum_over_the_first_axis(backend):
+    rng = np.random.default_rng(2)
+    with B.use(backend):
+        for shape in ((7, 5), (1, 3), (0, 4), (300, 33)):
+            a = rng.normal(size=shape)
+            out = B.to_numpy(B.sum_rows(B.from_numpy(a)))
+            assert out.shape == (shape[1],)
+            np.testing.assert_allclose(out, np.sum(a, axis=0), rtol=1e-12, atol=1e-12)
+        a32 = B.from_numpy(rng.normal(size=(64, 9)).astype(np.float32))
+        assert B.dtype_name(B.sum_rows(a32).dtype) == "float32"
+
+
 def _draws(gen):
     return [B.to_numpy(gen.normal((2, 3), 0.5, 2.0, dtype="float64")),
             B.to_numpy(gen.uniform((4,), -1.0, 1.0)),

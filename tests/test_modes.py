@@ -246,6 +246,27 @@ def test_each_reference_equals_its_fast_twin_and_passes_gradcheck(backend, case)
 
 
 @backends
+@pytest.mark.parametrize("needs", ["query", "key_value"])
+def test_cross_attention_gives_only_the_gradients_asked_for(backend, needs):
+    """The fused cross-attention writes each gradient into its own packed buffer; when only the
+    queries (or only the keys and values) require a gradient, that one still equals the
+    reference's and the other stays None."""
+    rng = np.random.default_rng(11)
+    q_np, kv_np = rng.uniform(-1.5, 1.5, (2, 3, 4)), rng.uniform(-1.5, 1.5, (2, 5, 8))
+    with B.use(backend):
+        results = []
+        for reference in (False, True):
+            q = grad.tensor(q_np, requires_grad=needs == "query")
+            kv = grad.tensor(kv_np, requires_grad=needs == "key_value")
+            _, grads = _run(lambda a, b: F.multi_head_attention(a, b, 2), [q, kv], reference)
+            results.append(grads)
+        (fast_q, fast_kv), (ref_q, ref_kv) = results
+        asked, other = (fast_q, fast_kv) if needs == "query" else (fast_kv, fast_q)
+        assert other is None and asked is not None
+        np.testing.assert_allclose(asked, ref_q if needs == "query" else ref_kv, rtol=1e-10, atol=1e-12)
+
+
+@backends
 def test_topk_pair_selects_the_same_entries_in_the_same_order(backend):
     """``topk`` (a partition, then a sort of the k kept, on NumPy) against ``topk_reference``
     (a stable sort of the whole dim): the same indices and values, for rows with many ties

@@ -194,6 +194,17 @@ def test_contention_benchmark_runs_and_reports_the_threads_it_used(tmp_path):
     assert rows[0]["slowdown"] == 1.0 and "vs best alone" in text
 
 
+
+def test_work_sharing_benchmark_checks_its_product_and_reports_every_scheme(tmp_path):
+    out_json = tmp_path / "sharing.json"
+    text = run("work_sharing.py", "--config", "tiny", "--busy", "0", "--repeat", "1",
+               "--min-mflops", "0", "--json", str(out_json))
+    assert "hand-over to the worker" in text
+    rows = json.loads(out_json.read_text())["rows"]
+    assert {r["scheme"] for r in rows} == {"blas1", "blas2", "shared", "hand-over"}
+    assert all(r["seconds"] > 0 and r["slowdown"] >= 1.0 - 1e-12 for r in rows if "seconds" in r)
+    assert min(r["slowdown"] for r in rows if "seconds" in r) == 1.0
+
 def test_workers_run_each_framework_at_its_defaults_with_only_its_thread_count_set(
         tmp_path, monkeypatch):
     """Asks each RUNNING worker what it has: no threading or wait-policy variable may reach it

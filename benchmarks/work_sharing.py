@@ -23,8 +23,11 @@ the matrix products of the step (``train_step.gemm_shapes``, the GEMM floor's li
 
 For each scheme, alone and beside ``--busy`` busy processes (``while True: pass``), it prints the
 time of all the step's products (each product's median over ``--repeat`` runs, times its count)
-and the slowdown against the best scheme alone; and the hand-over latency: how long a worker
-thread takes to start a job after it is notified (median and 90th percentile of 200).
+and the slowdown against the best scheme alone; the hand-over latency: how long a worker
+thread takes to start a job after it is notified (median and 90th percentile of 200); and how
+much CPU OpenBLAS's idle thread burns while the caller sleeps 0.1 s after one 2-thread product
+(its threads busy-wait for the next call before they sleep, so at 2 BLAS threads the second core
+is never free for a thread of ours between the products of a step).
 """
 from __future__ import annotations
 
@@ -149,6 +152,23 @@ def hand_over(sharer: SharedProducts, n: int = 200) -> tuple[float, float]:
     return statistics.median(seen), seen[int(0.9 * (len(seen) - 1))]
 
 
+def blas_idle_spin(sleep_s: float = 0.1, repeat: int = 5) -> float:
+    """CPU seconds this process burns while its caller SLEEPS for ``sleep_s`` right after one
+    2-thread OpenBLAS product (median of ``repeat``): what OpenBLAS's idle thread spends
+    busy-waiting for the next product. Near 0 means it went to sleep at once; near ``sleep_s``
+    means it held a core the whole time."""
+    from threadpoolctl import threadpool_limits
+    a = np.ones((512, 512), dtype=np.float32)
+    burnt = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        for _ in range(repeat):
+            a @ a
+            cpu0 = time.process_time()
+            time.sleep(sleep_s)
+            burnt.append(time.process_time() - cpu0)
+    return statistics.median(burnt)
+
+
 def start_busy(n: int) -> list:
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     time.sleep(0.5)
@@ -193,6 +213,10 @@ def main(argv=None) -> int:
         rows.append({"busy": busy, "scheme": "hand-over", "median_s": latency[0], "p90_s": latency[1]})
         print(f"busy={busy}  hand-over to the worker: median {latency[0] * 1e6:.0f} us, "
               f"90th percentile {latency[1] * 1e6:.0f} us", flush=True)
+    spin = blas_idle_spin()
+    rows.append({"busy": 0, "scheme": "blas-idle-spin", "cpu_s_in_0.1_s_sleep": spin})
+    print(f"after one 2-thread product, a 0.1 s sleep of the caller still burns {spin * 1e3:.0f} ms "
+          "of CPU (OpenBLAS's idle thread waiting for the next product)", flush=True)
     alone = [r["seconds"] for r in rows if r["busy"] == 0 and "seconds" in r]
     if alone:
         best = min(alone)

@@ -201,7 +201,7 @@ def test_work_sharing_benchmark_checks_its_product_and_reports_every_scheme(tmp_
                "--min-mflops", "0", "--json", str(out_json))
     assert "hand-over to the worker" in text
     rows = json.loads(out_json.read_text())["rows"]
-    assert {r["scheme"] for r in rows} == {"blas1", "blas2", "shared", "hand-over"}
+    assert {r["scheme"] for r in rows} == {"blas1", "blas2", "shared", "hand-over", "blas-idle-spin"}
     assert all(r["seconds"] > 0 and r["slowdown"] >= 1.0 - 1e-12 for r in rows if "seconds" in r)
     assert min(r["slowdown"] for r in rows if "seconds" in r) == 1.0
 

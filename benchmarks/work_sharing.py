@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -45,6 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
 import train_step  # noqa: E402
+from contention import start_busy, stop  # noqa: E402  (the same busy loops)
 
 
 class SharedProducts:
@@ -167,18 +167,6 @@ def blas_idle_spin(sleep_s: float = 0.1, repeat: int = 5) -> float:
             time.sleep(sleep_s)
             burnt.append(time.process_time() - cpu0)
     return statistics.median(burnt)
-
-
-def start_busy(n: int) -> list:
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-    time.sleep(0.5)
-    return procs
-
-
-def stop(procs) -> None:
-    for p in procs:
-        p.kill()
-        p.wait()
 
 
 def main(argv=None) -> int:

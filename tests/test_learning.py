@@ -1,6 +1,6 @@
 """Learning tests: the real model learns the real built-in tasks to a stated accuracy.
 
-Measured on a 2-core CPU: reverse about 20 s, dates about 25 s (each on one core under -n 2).
+Measured on a 2-core CPU: reverse about 20 s, dates about 33 s (each on one core under -n 2).
 """
 import pytest
 
@@ -20,7 +20,10 @@ def test_reverse_is_learned_to_95_percent_exact_match(tmp_path):
 
 
 def test_dates_are_learned_to_98_percent_exact_match(tmp_path):
-    result = _fit(tmp_path, task="dates", epochs=3, n_train=6000, seed=0)
+    # 4 epochs: with 3, seed 0 ended at 96.8% with OpenBLAS's Haswell kernel at 1 thread and
+    # 99.7-100% elsewhere (2026-12-03), a margin that the last bits of any sum can take away;
+    # with 4 it reached 99.9% with both the Haswell and the SkylakeX kernel.
+    result = _fit(tmp_path, task="dates", epochs=4, n_train=6000, seed=0)
     assert result["test"]["exact_match"] >= 0.98, result["test"]
 
 

@@ -223,8 +223,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     ``bias``: ``(out,)``; returns ``(..., out)``.
 
     Backward: ``dx = g W``, ``dW = g^T x`` and ``db = sum(g)`` over all leading dims (the rows'
-    sum as a product with a ones vector, ``backend.sum_rows``). Leading dims are flattened first, so each product is ONE 2-D matrix product (a stacked 3-D matmul
-    would run one small product per leading index, far slower). ``dW`` is returned factored
+    sum as a product with a ones vector, ``backend.sum_rows``). Leading dims are flattened
+    first, so each product is ONE 2-D matrix product (a stacked 3-D matmul would run one small
+    product per leading index, far slower). ``dW`` is returned factored
     (``grad.accumulate.MatmulGrad``): a weight used at every step of a loop gets its T gradients summed as one
     product with an inner dimension of T * B at the end of the sweep, instead of T small ones.
     """
@@ -923,9 +924,12 @@ def _attend(q, k, v, allowed, additive, scale, dropout_p, generator, out=None):
     p /= xp.sum(p, axis=-1, keepdims=True) + dead                        # (..., T, S) weights
     drop = _dropout_scale(p.shape, dropout_p, generator, p)
     pd = p if drop is None else p * drop
-    if out is None:
-        return xp.matmul(pd, v), p, drop, pd                             # (..., T, dv)
-    return B.into(out, xp.matmul, pd, v), p, drop, pd
+    return _product(pd, v, out), p, drop, pd                             # (..., T, dv)
+
+
+def _product(a, b, out=None):
+    """``a @ b``: a new array, or written into ``out`` (an array or a strided view) if given."""
+    return B.xp.matmul(a, b) if out is None else B.into(out, B.xp.matmul, a, b)
 
 
 def _attend_backward(g_out, g_weights, q, k, v, p, drop, pd, scale, needs, mask_shape,
@@ -936,13 +940,10 @@ def _attend_backward(g_out, g_weights, q, k, v, p, drop, pd, scale, needs, mask_
     summed to ``mask_shape``) is None unless ``mask_shape`` is given. ``outs``: for each of dq,
     dk, dv an array (or strided view) to write the product into, or None for a new array."""
     xp = B.xp
-
-    def product(a, b, out):                                              # a @ b, into out if given
-        return xp.matmul(a, b) if out is None else B.into(out, xp.matmul, a, b)
     d_pd = xp.matmul(g_out, xp.matrix_transpose(v))                      # (..., T, S), fresh
     if g_weights is not None:
         d_pd = d_pd + g_weights                                          # the weights' own gradient
-    dv = product(xp.matrix_transpose(pd), g_out, outs[2]) if needs[2] else None
+    dv = _product(xp.matrix_transpose(pd), g_out, outs[2]) if needs[2] else None
     ds = d_pd                                                            # ours: in place
     if drop is not None:
         ds *= drop                                                       # dP
@@ -953,8 +954,8 @@ def _attend_backward(g_out, g_weights, q, k, v, p, drop, pd, scale, needs, mask_
         d_mask = ops._unbroadcast(ds, mask_shape)
         d_mask = xp.asarray(d_mask, copy=True) if d_mask is ds else d_mask
     ds *= scale                                                          # for both products
-    dq = product(ds, k, outs[0]) if needs[0] else None                   # (..., T, d)
-    dk = product(xp.matrix_transpose(ds), q, outs[1]) if needs[1] else None  # (..., S, d)
+    dq = _product(ds, k, outs[0]) if needs[0] else None                  # (..., T, d)
+    dk = _product(xp.matrix_transpose(ds), q, outs[1]) if needs[1] else None  # (..., S, d)
     return dq, dk, dv, d_mask
 
 

@@ -129,7 +129,7 @@ def transformer_gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
     return shapes
 
 
-def lm_gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
+def lm_gemm_shapes(cfg: dict, generator: bool = True) -> list[tuple[int, tuple, tuple]]:
     """The matrix products of one LSTM language-model training step, forward and backward, as
     ``gemm_shapes``. With ``n = B*(T-1)`` positions (T counts BOS and EOS), embedding ``E``,
     hidden ``H``, ``L`` layers and vocabulary ``V``, the forward FLOPs are::
@@ -141,7 +141,8 @@ def lm_gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
     and backward is twice that (input and weight gradient of each product): the step is 3x the
     forward. The input projection and the generator run once over all positions; the recurrence
     ``h W_hh^T`` runs once per step on ``(B, H)`` rows, its input gradient likewise, its weight
-    gradient as one product with an inner dimension of ``n``. The embedding is a row gather."""
+    gradient as one product with an inner dimension of ``n``. The embedding is a row gather.
+    ``generator=False``: the LSTM stack's products only (``benchmarks/lstm_stack.py``)."""
     b, t, e, h, v, n_layers = (cfg[k] for k in ("B", "T", "E", "H", "V", "L"))
     t = t - 1                                   # positions: the sentence without its last token
     shapes = []
@@ -153,7 +154,8 @@ def lm_gemm_shapes(cfg: dict) -> list[tuple[int, tuple, tuple]]:
     for layer in range(n_layers):
         linear(1, t * b, e if layer == 0 else h, 4 * h)   # input projection, all steps
         linear(t, b, h, 4 * h)                             # recurrence, one product per step
-    linear(1, t * b, h, v)                                 # the generator, all steps
+    if generator:
+        linear(1, t * b, h, v)                             # the generator, all steps
     return shapes
 
 

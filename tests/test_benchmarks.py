@@ -205,6 +205,30 @@ def test_work_sharing_benchmark_checks_its_product_and_reports_every_scheme(tmp_
     assert all(r["seconds"] > 0 and r["slowdown"] >= 1.0 - 1e-12 for r in rows if "seconds" in r)
     assert min(r["slowdown"] for r in rows if "seconds" in r) == 1.0
 
+def test_lstm_stack_benchmark_times_each_side_in_a_clean_process(tmp_path):
+    out_json = tmp_path / "stack.json"
+    text = run("lstm_stack.py", "--config", "tiny", "--runs", "2", "--repeat", "2", "--threads", "1",
+               "--json", str(out_json))
+    result = json.loads(out_json.read_text())
+    kinds = ["floor", "minis2s"] + (["torch"] if HAVE_TORCH else [])
+    assert sorted(result["runs_s"]) == sorted(kinds) and "GEMM floor" in text
+    for kind in kinds:
+        runs = result["runs_s"][kind]
+        assert len(runs) == 2 and all(s > 0 for s in runs)
+        assert result["median_s"][kind] == pytest.approx(sum(runs) / 2, rel=1e-12)
+        seen = result["workers"][kind]["process"]
+        assert seen["threading_env"] == {}                  # the parent's OMP_/OPENBLAS_ stripped
+        if kind != "torch":                                  # NumPy's BLAS, set by its own call
+            assert all(b["threads"] == 1 for b in seen["blas"])
+    m = result["median_s"]
+    assert result["minis2s_over_floor"] == pytest.approx(m["minis2s"] / m["floor"], rel=1e-12)
+    if HAVE_TORCH:
+        assert result["workers"]["torch"]["process"]["torch_threads"] == 1
+        assert result["minis2s_over_torch"] == pytest.approx(m["minis2s"] / m["torch"], rel=1e-12)
+    else:
+        assert "PyTorch: not installed" in text
+
+
 def test_workers_run_each_framework_at_its_defaults_with_only_its_thread_count_set(
         tmp_path, monkeypatch):
     """Asks each RUNNING worker what it has: no threading or wait-policy variable may reach it

@@ -50,8 +50,9 @@ def clip_gradients_reference(parameters, max_norm: float) -> Tensor:
 @fused(reference=clip_gradients_reference)
 def clip_gradients(parameters, max_norm: float) -> Tensor:
     """The same clipping over one flat gradient buffer (``FlatParameters.gather_grads``: the
-    gradients become views of it): one float64 sum of squares, one in-place scaling. Parameters
-    that do not share one flat buffer take the per-parameter loop of the reference."""
+    gradients become views of it): one float64 sum of squares (a dot product per piece:
+    ``backend.row_dot``, no squared copy), one in-place scaling. Parameters that do not share
+    one flat buffer take the per-parameter loop of the reference."""
     flat = flat_of(parameters)
     if flat is None or all(p.grad is None for p in parameters):
         return clip_gradients_reference(parameters, max_norm)
@@ -60,7 +61,7 @@ def clip_gradients(parameters, max_norm: float) -> Tensor:
     total = None
     for a, b in pieces(0, flat.total):                     # cache-sized pieces on the CPU
         g64 = xp.astype(g[a:b], xp.float64)                # summed in float64, as above
-        sq = xp.sum(g64 * g64)
+        sq = B.row_dot(g64, g64)                           # g . g: one dot, no squared copy
         total = sq if total is None else total + sq
     norm = xp.astype(xp.sqrt(total), g.dtype)
     limit = max_norm / (norm + 1e-6)                       # 0-d, on the device

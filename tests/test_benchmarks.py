@@ -205,6 +205,7 @@ def test_work_sharing_benchmark_checks_its_product_and_reports_every_scheme(tmp_
     assert all(r["seconds"] > 0 and r["slowdown"] >= 1.0 - 1e-12 for r in rows if "seconds" in r)
     assert min(r["slowdown"] for r in rows if "seconds" in r) == 1.0
 
+
 def test_lstm_stack_benchmark_times_each_side_in_a_clean_process(tmp_path):
     out_json = tmp_path / "stack.json"
     text = run("lstm_stack.py", "--config", "tiny", "--runs", "2", "--repeat", "2", "--threads", "1",

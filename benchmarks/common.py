@@ -385,6 +385,20 @@ def blas_info() -> str:
     return f"numpy {np.__version__}; " + "; ".join(parts)
 
 
+def median_seconds(fn, repeat: int, warmup: int = 1) -> float:
+    """The median wall time of ``repeat`` calls of ``fn`` after ``warmup`` untimed ones."""
+    import statistics
+    import time
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
 def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 

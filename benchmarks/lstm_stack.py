@@ -33,7 +33,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (benchmarks/common.py)
@@ -85,15 +84,7 @@ def worker(kind: str, config: str, repeat: int, threads: int, malloc: str) -> di
         seconds = train_step.time_gemm_floor(train_step.lm_gemm_shapes(cfg, generator=False),
                                              repeat=repeat)
     else:
-        one = stack_pass(kind, cfg)
-        for _ in range(3):
-            one()
-        samples = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            one()
-            samples.append(time.perf_counter() - t0)
-        seconds = statistics.median(samples)
+        seconds = common.median_seconds(stack_pass(kind, cfg), repeat, warmup=3)
     return {"kind": kind, "seconds": seconds, "allocator": allocator, "blas": common.blas_info(),
             "process": common.describe_process()}
 

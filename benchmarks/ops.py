@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this repository
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py: median_seconds)
 import grad  # noqa: E402
 from grad import backend as B  # noqa: E402
 from grad import functional as F  # noqa: E402
@@ -93,16 +93,6 @@ OPS = {   # name: (engine op on (y, w), bare arithmetic)
 }
 
 
-def timed(fn, repeat):
-    fn()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4, help="arrays are (size, size) (default 4)")
@@ -118,8 +108,8 @@ def main(argv=None) -> int:
           "microseconds per node, forward + backward")
     print(f"{'op':<8} {'engine':>9} {'bare':>9} {'overhead':>9} {'ratio':>7}")
     for name, (op, bare) in OPS.items():
-        engine = timed(lambda: engine_chain(op, x0, w, args.chain), args.repeat) / args.chain
-        plain = timed(lambda: bare(x0, w, args.chain), args.repeat) / args.chain
+        engine = common.median_seconds(lambda: engine_chain(op, x0, w, args.chain), args.repeat) / args.chain
+        plain = common.median_seconds(lambda: bare(x0, w, args.chain), args.repeat) / args.chain
         print(f"{name:<8} {engine * 1e6:>9.2f} {plain * 1e6:>9.2f} {(engine - plain) * 1e6:>9.2f} "
               f"{engine / plain:>6.1f}x")
     return 0

@@ -121,13 +121,7 @@ def product_times(shapes, scheme: str, sharer: SharedProducts, repeat: int, n_bl
             else:
                 def once():
                     np.matmul(a, b, out=out)
-            once()
-            samples = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                once()
-                samples.append(time.perf_counter() - t0)
-            total += count * statistics.median(samples)
+            total += count * common.median_seconds(once, repeat)
     return total
 
 
